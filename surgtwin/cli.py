@@ -1,0 +1,247 @@
+"""``surgtwin`` command line: thin subcommands over the Python API, Hydra ``key=value`` overrides.
+
+Every command writes into a run folder (built under a hidden name and renamed when complete), with
+its resolved ``config.yaml`` and ``surgtwin.log``. Errors print one line and exit non-zero.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import InputError, SurgtwinError
+
+log = logging.getLogger("surgtwin")
+
+EPILOG = """overrides are Hydra key=value pairs, e.g. mesh.size_mm=5 procedure=resect_plane solver.device=cuda
++material.tissues.liver.youngs_kpa=8 (see configs/ and README)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="surgtwin", description="Surgical planning on a digital twin of the patient: "
+                                "CT -> organ labels -> meshes -> soft-tissue simulation -> risk report.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"surgtwin {__import__('surgtwin').__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, help_, *, out_help="run folder (default runs/<command>-<time>)"):
+        sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.add_argument("-o", "--out", type=Path, default=None, help=out_help)
+        sp.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="Hydra config overrides")
+        return sp
+
+    sp = add("run", "end to end: image (default: built-in phantom) -> labels -> mesh -> resection -> report")
+    sp.add_argument("--image", type=Path, help="CT file (.nii.gz/.nrrd/.mha) or DICOM folder; default: phantom")
+    sp.add_argument("--labels", type=Path, help="label map for --image (TotalSegmentator/Slicer); default: segment")
+    add("phantom", "write the synthetic abdominal CT phantom (NIfTI + DICOM) with its ground-truth labels")
+    sp = add("segment", "segment a CT into a label map (classical methods, no downloaded weights)")
+    sp.add_argument("image", type=Path, help="CT file or DICOM folder")
+    sp = add("mesh", "label map -> organ surfaces (VTP) and a tagged tetrahedral mesh (volume.vtu)")
+    sp.add_argument("labels", type=Path, help="label map (.nii.gz/.nrrd/.mha) with labels.json or default ids")
+    sp = add("simulate", "rehearse the procedure on a mesh: pre-op equilibrium, resection, remnant; writes report.json")
+    sp.add_argument("mesh", type=Path, help="volume.vtu from 'surgtwin mesh', or a mesh folder")
+    sp.add_argument("--labels", type=Path, help="label map the mesh came from (for boundary.fix_near)")
+    sp = sub.add_parser("report", help="(re)render report.html and images of a simulated run folder")
+    sp.add_argument("run", type=Path)
+    sp.add_argument("overrides", nargs="*", default=[], metavar="key=value")
+    sp = sub.add_parser("view", help="open a 3D window on a run folder (or write a screenshot off-screen)")
+    sp.add_argument("run", type=Path)
+    sp.add_argument("--overlay", choices=["shift_mm", "risk", "max_principal_strain"], default="shift_mm")
+    sp.add_argument("--screenshot", type=Path, help="render off-screen to this PNG instead of opening a window")
+    sp = add("bench", "solver speed table (printed) and JSON: force/tangent kernels and a full static solve")
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--sizes", default="8,16", help="cube grid resolutions n (6 n^3 tets each)")
+    return p
+
+
+def _default_out(command: str) -> Path:
+    return Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@contextlib.contextmanager
+def _run_folder(command: str, out: Path | None, yaml_text: str | None):
+    """Staged run folder with config.yaml and surgtwin.log; renamed into place only on success."""
+    from .fileio import staged_dir
+
+    final = out or _default_out(command)
+    with staged_dir(final) as stage:
+        handler = logging.FileHandler(stage / "surgtwin.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        try:
+            if yaml_text is not None:
+                (stage / "config.yaml").write_text(yaml_text)
+            log.info("surgtwin %s", command)
+            yield stage
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+    print(f"{command}: outputs in {final}")
+
+
+def _stages(names):
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(names), desc="surgtwin", unit="stage", disable=None, file=sys.stderr,
+               bar_format="{desc}: {n}/{total} |{bar}| {elapsed} {postfix}")
+
+    def step(name):
+        bar.set_postfix_str(name)
+        bar.update(1)
+    return bar, step
+
+
+def cmd_run(args, cfg, yaml_text):
+    from .pipeline import mesh_quality, mesh_structures, prepare_case, simulate_case
+    from .fileio import write_json
+    from .report import render_report
+
+    bar, step = _stages(["case", "mesh", "pre-op", "resection", "report"])
+    with bar, _run_folder("run", args.out, yaml_text) as run:
+        case = prepare_case(cfg, run)
+        step("labels")
+        mesh, _ = mesh_structures(case.labels, cfg.mesh, run / "mesh")
+        write_json(run / "mesh" / "quality.json", mesh_quality(mesh, case.labels))
+        step("mesh")
+        name = "phantom" if case.source == "phantom" else "case"
+        report, _ = simulate_case(mesh, case.labels, cfg, run / "sim", case_name=name, progress=step)
+        (run / "sim" / "report.json").replace(run / "report.json")
+        render_report(run, cfg.report)
+        step("report")
+    _summary(report)
+
+
+def _summary(report):
+    m = report.metrics
+    print(f"remnant {m['remnant_parenchyma_ml']:.0f} mL ({m['remnant_percent']:.1f} %), margin "
+          f"{m['margin_achieved_mm']:.1f} mm (planned {m['margin_planned_mm']:.0f}), vessels crossing "
+          f"{len(report.vessels)}, peak strain {m['peak_strain']:.3f}, max shift {m['max_shift_mm']:.2f} mm")
+    for f in report.flags:
+        print(f"  flag: {f}")
+
+
+def cmd_phantom(args, cfg, yaml_text):
+    from .dicom import write_dicom_series
+    from .phantom import make_phantom
+
+    with _run_folder("phantom", args.out, yaml_text) as run:
+        volume, labels = make_phantom(cfg.case.phantom)
+        volume.save(run / "ct.nii.gz")
+        labels.save(run / "labels.nii.gz")
+        write_dicom_series(volume, run / "dicom")
+        log.info("structures: %s", ", ".join(f"{k} {v:.0f} mL" for k, v in labels.volumes_ml().items()))
+
+
+def cmd_segment(args, cfg, yaml_text):
+    from .segment import segment
+    from .volume import Volume
+
+    volume = Volume.load(args.image)
+    with _run_folder("segment", args.out, yaml_text) as run:
+        labels = segment(volume, cfg.segment)
+        labels.save(run / "labels.nii.gz")
+        log.info("segmented: %s", ", ".join(f"{k} {v:.0f} mL" for k, v in labels.volumes_ml().items()))
+
+
+def cmd_mesh(args, cfg, yaml_text):
+    from .fileio import write_json
+    from .pipeline import mesh_quality, mesh_structures
+    from .volume import LabelMap
+
+    labels = LabelMap.load(args.labels)
+    with _run_folder("mesh", args.out, yaml_text) as run:
+        mesh, _ = mesh_structures(labels, cfg.mesh, run)
+        q = mesh_quality(mesh, labels)
+        write_json(run / "quality.json", q)
+    print(f"{q['tets']} tets, {q['nodes']} nodes; " + ", ".join(
+        f"{k} {v['mesh_ml']:.1f} mL" + (f" ({v['error_percent']:+.1f} % vs labels)" if "error_percent" in v else "")
+        for k, v in q["regions"].items()))
+
+
+def cmd_simulate(args, cfg, yaml_text):
+    from .mesh import TetMesh
+    from .pipeline import simulate_case
+    from .volume import LabelMap
+
+    path = args.mesh / "volume.vtu" if args.mesh.is_dir() else args.mesh
+    mesh = TetMesh.load(path)
+    labels = LabelMap.load(args.labels) if args.labels else None
+    if labels is None:
+        cfg.boundary.fix_near = []
+    bar, step = _stages(["pre-op", "resection"])
+    with bar, _run_folder("simulate", args.out, yaml_text) as run:
+        report, _ = simulate_case(mesh, labels, cfg, run / "sim", case_name=path.stem, progress=step)
+        (run / "sim" / "report.json").replace(run / "report.json")
+        surf = args.mesh / "surfaces" if args.mesh.is_dir() else path.parent / "surfaces"
+        if surf.is_dir():
+            import shutil
+            shutil.copytree(surf, run / "mesh" / "surfaces")
+    _summary(report)
+
+
+def cmd_report(args, cfg, yaml_text):
+    from .report import render_report
+
+    if not (args.run / "report.json").is_file():
+        raise InputError(f"{args.run}: no report.json (run 'surgtwin run' or 'surgtwin simulate' first)")
+    path = render_report(args.run, cfg.report)
+    print(f"report: {path}")
+
+
+def cmd_view(args, cfg, yaml_text):
+    from .viewer import view
+
+    view(args.run, overlay=args.overlay, screenshot=args.screenshot)
+    if args.screenshot:
+        print(f"screenshot: {args.screenshot}")
+
+
+def cmd_bench(args, cfg, yaml_text):
+    from .bench import run_bench
+
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    with _run_folder("bench", args.out, yaml_text) as run:
+        run_bench(sizes, device=args.device, json_path=run / "bench.json")
+
+
+COMMANDS = {"run": cmd_run, "phantom": cmd_phantom, "segment": cmd_segment, "mesh": cmd_mesh,
+            "simulate": cmd_simulate, "report": cmd_report, "view": cmd_view, "bench": cmd_bench}
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if os.environ.get("SURGTWIN_VERBOSE") else logging.WARNING,
+                        format="%(levelname)s %(message)s")
+    log.setLevel(logging.INFO)
+    os.environ.setdefault("PYVISTA_OFF_SCREEN", "false")
+    try:
+        from .compose import compose_run_config
+
+        overrides = list(getattr(args, "overrides", []))
+        if args.command == "run":
+            overrides += [f"case.image={args.image}"] if args.image else []
+            overrides += [f"case.labels={args.labels}"] if args.labels else []
+        cfg, yaml_text = compose_run_config(overrides)
+        import warp as wp
+
+        wp.config.quiet = True
+        COMMANDS[args.command](args, cfg, yaml_text)
+    except SurgtwinError as exc:
+        print(f"surgtwin {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"surgtwin {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"surgtwin {args.command}: error: out of memory (try a coarser mesh.size_mm)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

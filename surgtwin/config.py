@@ -1,0 +1,119 @@
+"""Structured configs: one dataclass per Hydra config group in ``configs/``.
+
+Hydra/OmegaConf stay at the edge (the CLI); library code receives these plain dataclasses.
+Units are in every field name or docstring.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class PhantomConfig:
+    """Procedural abdominal CT phantom (LPS millimetres, Hounsfield units)."""
+
+    spacing_mm: float = 2.5          # isotropic voxel size
+    fov_mm: list = field(default_factory=lambda: [360.0, 280.0, 200.0])  # x (R->L), y (A->P), z (I->S)
+    seed: int = 0                    # noise and tumour jitter
+    noise_hu: float = 12.0           # Gaussian image noise, standard deviation
+    blur_mm: float = 1.2             # partial-volume blur (Gaussian sigma)
+    tumor_radius_mm: float = 15.0
+    contrast: bool = True            # portal-venous phase enhancement (else non-contrast HU)
+
+
+@dataclass
+class CaseConfig:
+    """Where the patient comes from: the built-in phantom (default) or files the user has."""
+
+    image: Optional[str] = None      # CT/MR file or DICOM folder; None = generate the phantom
+    labels: Optional[str] = None     # label map (TotalSegmentator / Slicer); None = segment or phantom truth
+    phantom: PhantomConfig = field(default_factory=PhantomConfig)
+
+
+@dataclass
+class SegmentConfig:
+    method: str = "threshold"        # threshold | seeded
+    seeds: dict = field(default_factory=dict)   # name -> [x, y, z] physical mm (LPS)
+    seed_radius_mm: float = 4.0
+    confidence_multiplier: float = 2.5
+
+
+@dataclass
+class MeshConfig:
+    organ: str = "liver"             # the simulated organ
+    structures: list = field(default_factory=lambda: [
+        "liver", "liver_tumor", "hepatic_vein", "portal_vein_and_splenic_vein"])
+    size_mm: float = 6.0             # tetrahedral grid size (edge of the cubes split into 6 tets)
+    surface_smoothing: int = 20      # windowed-sinc iterations for display surfaces
+
+
+@dataclass
+class TissueConfig:
+    youngs_kpa: float
+    poisson: float
+    density_kg_m3: float
+
+
+def _default_tissues() -> dict:
+    return {}  # filled from assets/tissues.json at run time; overrides go here by structure name
+
+
+@dataclass
+class MaterialConfig:
+    model: str = "stable_neo_hookean"
+    tissues: dict = field(default_factory=_default_tissues)  # structure -> {youngs_kpa, poisson, density_kg_m3}
+
+
+@dataclass
+class BoundaryConfig:
+    fix_near: list = field(default_factory=lambda: ["inferior_vena_cava"])  # fix nodes near these labels
+    fix_distance_mm: float = 8.0
+    support_kpa_per_mm: float = 0.02  # elastic support of the outer surface by neighbours [kPa per mm]
+    gravity_m_s2: list = field(default_factory=lambda: [0.0, 9.81, 0.0])   # LPS: supine -> posterior (+y)
+
+
+@dataclass
+class SolverConfig:
+    device: str = "cpu"              # cpu | cuda | cuda:N
+    load_steps: int = 3              # gravity ramp for the first equilibrium
+    newton_max_iter: int = 40
+    tol: float = 1e-6                # residual / external-force norm
+    cg_max_iter: int = 400
+    cg_tol: float = 1e-2             # relative CG tolerance (inexact Newton)
+
+
+@dataclass
+class ResectionStep:
+    action: str = "resect"
+    target: str = "liver_tumor"      # label the resection is built around
+    margin_mm: float = 10.0
+    mode: str = "sphere"             # sphere (tumour + margin) | plane
+    normal: Optional[list] = None    # plane mode: LPS normal pointing into the removed side; None = auto
+
+
+@dataclass
+class ProcedureConfig:
+    name: str = "resect_tumor"
+    steps: list = field(default_factory=lambda: [ResectionStep()])
+
+
+@dataclass
+class ReportConfig:
+    images: bool = True
+    image_size: list = field(default_factory=lambda: [900, 700])
+    strain_threshold: float = 0.2     # peak-strain flag (Green-Lagrange, max principal)
+    remnant_min_percent: float = 30.0  # functional liver remnant below this is flagged
+
+
+@dataclass
+class RunConfig:
+    case: CaseConfig = field(default_factory=CaseConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    material: MaterialConfig = field(default_factory=MaterialConfig)
+    boundary: BoundaryConfig = field(default_factory=BoundaryConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    procedure: ProcedureConfig = field(default_factory=ProcedureConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    out: Optional[str] = None        # run folder; None = runs/<command>-<timestamp>

@@ -1,0 +1,288 @@
+"""SurfaceMesh and TetMesh: organ surfaces (VTP/STL) and tagged, conforming tetrahedral meshes (VTU).
+
+The first volume mesher is a label-sampled Freudenthal (Kuhn) grid: the organ's bounding box is
+covered by cubes of edge ``size_mm``, each split into 6 tetrahedra along the same main diagonal
+(conforming across cubes), and each tetrahedron takes the label found at its centroid. Internal
+structures (tumour, vessels) are element regions of the same conforming mesh, tagged in the cell
+array ``label``. Coordinates are physical LPS millimetres, as in the label map.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyvista as pv
+import scipy.sparse as sp
+import SimpleITK as sitk
+
+from .errors import InputError, LabelError, MeshError
+from .fileio import atomic_path
+from .labels import LabelTable
+from .sim.blocks import kuhn_tets, orient_positive
+from .volume import LabelMap
+
+
+def index_to_physical(image: sitk.Image, ijk: np.ndarray) -> np.ndarray:
+    """Continuous (i, j, k) voxel indices (n, 3) -> physical LPS mm (n, 3)."""
+    d = np.array(image.GetDirection()).reshape(3, 3)
+    return np.asarray(image.GetOrigin()) + (np.asarray(ijk) * np.asarray(image.GetSpacing())) @ d.T
+
+
+def physical_to_index(image: sitk.Image, xyz: np.ndarray) -> np.ndarray:
+    d = np.array(image.GetDirection()).reshape(3, 3)
+    return ((np.asarray(xyz) - np.asarray(image.GetOrigin())) @ d) / np.asarray(image.GetSpacing())
+
+
+def sample_labels(labelmap: LabelMap, xyz: np.ndarray) -> np.ndarray:
+    """Nearest-voxel label at physical points (0 outside the image)."""
+    arr = sitk.GetArrayViewFromImage(labelmap.image)
+    ijk = np.rint(physical_to_index(labelmap.image, xyz)).astype(np.int64)
+    size = np.array(labelmap.image.GetSize())
+    inside = np.all((ijk >= 0) & (ijk < size), axis=1)
+    out = np.zeros(len(xyz), dtype=np.int32)
+    i, j, k = ijk[inside].T
+    out[inside] = arr[k, j, i]
+    return out
+
+
+def sample_mask(mask: sitk.Image, xyz: np.ndarray) -> np.ndarray:
+    """Nearest-voxel value of a binary image at physical points (False outside)."""
+    arr = sitk.GetArrayViewFromImage(mask)
+    ijk = np.rint(physical_to_index(mask, xyz)).astype(np.int64)
+    inside = np.all((ijk >= 0) & (ijk < np.array(mask.GetSize())), axis=1)
+    out = np.zeros(len(xyz), bool)
+    i, j, k = ijk[inside].T
+    out[inside] = arr[k, j, i] > 0
+    return out
+
+
+def organ_envelope(labelmap: LabelMap, organ_id: int, closing_mm: float) -> sitk.Image:
+    """The organ mask closed by ``closing_mm`` and hole-filled (cropped to the organ, padded)."""
+    organ = labelmap.image == int(organ_id)
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(organ)
+    if not stats.HasLabel(1):
+        raise LabelError(f"structure '{labelmap.table.name_of(organ_id)}' is absent from the label map")
+    box = stats.GetBoundingBox(1)
+    roi = sitk.RegionOfInterest(organ, box[3:], box[:3])
+    radius = [max(1, int(np.ceil(closing_mm / s))) for s in labelmap.image.GetSpacing()]
+    roi = sitk.ConstantPad(roi, radius, radius, 0)
+    return sitk.BinaryFillhole(sitk.BinaryMorphologicalClosing(roi, radius))
+
+
+def distance_to_labels_mm(labelmap: LabelMap, names, xyz: np.ndarray) -> np.ndarray:
+    """Unsigned distance [mm] from physical points to the nearest voxel of the named structures."""
+    mask = sitk.GetImageFromArray(labelmap.mask(names).astype(np.uint8))
+    mask.CopyInformation(labelmap.image)
+    dist = sitk.SignedMaurerDistanceMap(mask, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
+    arr = np.maximum(sitk.GetArrayViewFromImage(dist), 0.0)
+    ijk = np.rint(physical_to_index(labelmap.image, xyz)).astype(np.int64)
+    ijk = np.clip(ijk, 0, np.array(labelmap.image.GetSize()) - 1)
+    return arr[ijk[:, 2], ijk[:, 1], ijk[:, 0]].astype(np.float64)
+
+
+@dataclass
+class SurfaceMesh:
+    """A triangulated structure surface (pyvista PolyData, LPS mm) with its label id and name."""
+
+    mesh: pv.PolyData
+    label: int
+    name: str
+
+    @classmethod
+    def from_labelmap(cls, labelmap: LabelMap, name: str, *, smoothing_iterations: int = 20) -> "SurfaceMesh":
+        lid = labelmap.table.id_of(name)
+        grid = labelmap_to_image_data(labelmap)
+        if not np.any(grid.point_data["label"] == lid):
+            raise LabelError(f"structure '{name}' is absent from the label map")
+        surf = grid.contour_labels(select_inputs=[lid], smoothing=smoothing_iterations > 0,
+                                   smoothing_iterations=max(smoothing_iterations, 1), output_mesh_type="triangles")
+        if surf.n_cells == 0:
+            raise MeshError(f"structure '{name}' gave an empty surface")
+        return cls(surf.clean(), lid, name)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        if path.suffix.lower() not in (".vtp", ".stl", ".ply", ".obj"):
+            raise InputError(f"{path.name}: surface format must be .vtp, .stl, .ply or .obj")
+        with atomic_path(path) as tmp:
+            self.mesh.save(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, label: int = 0, name: str | None = None) -> "SurfaceMesh":
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"no such surface file: {path}")
+        try:
+            mesh = pv.read(path)
+        except Exception:
+            raise InputError(f"{path.name}: cannot be read as a surface mesh") from None
+        if not isinstance(mesh, pv.PolyData) or mesh.n_cells == 0:
+            raise InputError(f"{path.name}: not a non-empty surface mesh")
+        return cls(mesh.triangulate(), label, name or path.stem)
+
+    @property
+    def volume_ml(self) -> float:
+        return float(abs(self.mesh.volume)) / 1000.0
+
+
+def labelmap_to_image_data(labelmap: LabelMap) -> pv.ImageData:
+    img = labelmap.image
+    grid = pv.ImageData(dimensions=img.GetSize(), spacing=img.GetSpacing(), origin=img.GetOrigin(),
+                        direction_matrix=np.array(img.GetDirection()).reshape(3, 3))
+    grid.point_data["label"] = sitk.GetArrayViewFromImage(img).ravel().astype(np.int32)  # x fastest
+    return grid
+
+
+class TetMesh:
+    """A tetrahedral mesh (pyvista UnstructuredGrid, LPS mm) with a per-cell ``label`` array."""
+
+    def __init__(self, grid: pv.UnstructuredGrid, table: LabelTable):
+        if grid.n_cells == 0:
+            raise MeshError("tetrahedral mesh is empty")
+        if "label" not in grid.cell_data:
+            raise MeshError("tetrahedral mesh has no 'label' cell array")
+        if not np.all(grid.celltypes == pv.CellType.TETRA):
+            raise MeshError("volume mesh must contain only linear tetrahedra")
+        self.grid = grid
+        self.table = table
+
+    @classmethod
+    def from_arrays(cls, points_mm, tets, labels, table: LabelTable) -> "TetMesh":
+        tets = np.asarray(tets, dtype=np.int64)
+        cells = np.hstack([np.full((len(tets), 1), 4), tets]).ravel()
+        grid = pv.UnstructuredGrid(cells, np.full(len(tets), pv.CellType.TETRA, np.uint8),
+                                   np.asarray(points_mm, dtype=np.float64))
+        grid.cell_data["label"] = np.asarray(labels, dtype=np.int32)
+        return cls(grid, table)
+
+    @classmethod
+    def from_labelmap(cls, labelmap: LabelMap, structures, *, size_mm: float = 6.0,
+                      organ: str | None = None, envelope_mm: float = 8.0) -> "TetMesh":
+        """Mesh the union of ``structures`` (names) as one conforming, label-tagged tet mesh.
+
+        With ``organ``, the other structures (tumour, vessels) are kept only inside the organ's
+        envelope (the organ mask closed by ``envelope_mm`` with holes filled), so a vessel that
+        leaves the organ is cut where it leaves.
+        """
+        if size_mm <= 0:
+            raise MeshError("mesh size must be positive")
+        ids = [labelmap.table.id_of(n) for n in structures if n in labelmap.table]
+        arr = sitk.GetArrayViewFromImage(labelmap.image)
+        present = [i for i in ids if np.any(arr == i)]
+        if not present:
+            raise LabelError(f"structure '{structures[0]}' is absent from the label map")
+        zyx = np.argwhere(np.isin(arr, present))
+        lo, hi = zyx.min(0)[::-1] - 1, zyx.max(0)[::-1] + 1  # (i, j, k) bounds with a one-voxel pad
+        step = size_mm / np.asarray(labelmap.image.GetSpacing())  # grid step in voxel units
+        counts = np.maximum(np.ceil((hi - lo) / step).astype(int), 1) + 1
+        if np.prod(counts - 1) * 6 > 20_000_000:
+            raise MeshError(f"mesh size {size_mm} mm is too fine for this structure (> 20M tets)")
+        axes = [lo[a] + step[a] * np.arange(counts[a]) for a in range(3)]
+        gi, gj, gk = np.meshgrid(*axes, indexing="ij")
+        points = index_to_physical(labelmap.image, np.c_[gi.ravel(), gj.ravel(), gk.ravel()])
+        tets = kuhn_tets(counts)
+        labels = sample_labels(labelmap, points[tets].mean(axis=1))
+        keep = np.isin(labels, present)
+        if organ is not None:
+            oid = labelmap.table.id_of(organ)
+            inside = sample_mask(organ_envelope(labelmap, oid, envelope_mm), points[tets].mean(axis=1))
+            keep &= (labels == oid) | inside
+        tets, labels = tets[keep], labels[keep]
+        if len(tets) == 0:
+            raise MeshError(f"'{structures[0]}' is thinner than the mesh size {size_mm} mm: nothing to mesh")
+        tets, labels = _largest_component(points, tets, labels)
+        used, inverse = np.unique(tets, return_inverse=True)
+        mesh = cls.from_arrays(points[used], inverse.reshape(-1, 4), labels, labelmap.table)
+        mesh.grid.field_data["mesher"] = np.array(["surgtwin-kuhn-grid"])
+        mesh.grid.field_data["size_mm"] = np.array([size_mm])
+        return mesh
+
+    # -- IO --
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        if path.suffix.lower() != ".vtu":
+            raise InputError(f"{path.name}: tetrahedral meshes are saved as .vtu")
+        self.grid.field_data["label_ids"] = np.array(sorted(self.table.labels), dtype=np.int32)
+        self.grid.field_data["label_names"] = np.array([self.table.name_of(i) for i in sorted(self.table.labels)])
+        with atomic_path(path) as tmp:
+            self.grid.save(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TetMesh":
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"no such mesh file: {path}")
+        if path.suffix.lower() not in (".vtu", ".vtk"):
+            raise InputError(f"{path.name}: tetrahedral mesh must be .vtu or .vtk")
+        try:
+            grid = pv.read(path)
+        except Exception:
+            raise InputError(f"{path.name}: cannot be read as a mesh") from None
+        if not isinstance(grid, pv.UnstructuredGrid):
+            raise InputError(f"{path.name}: not an unstructured (tetrahedral) grid")
+        table = LabelTable.default()
+        if "label_ids" in grid.field_data:
+            names = dict(zip(grid.field_data["label_ids"].tolist(), grid.field_data["label_names"].tolist()))
+            table = LabelTable({i: lab for i, lab in table.labels.items()})
+            for i, n in names.items():
+                if i not in table.labels or table.labels[i].name != n:
+                    from .labels import Label
+                    table.labels[i] = Label(int(i), str(n))
+        return cls(grid, table)
+
+    # -- geometry --
+    @property
+    def points(self) -> np.ndarray:
+        return np.asarray(self.grid.points, dtype=np.float64)
+
+    @property
+    def tets(self) -> np.ndarray:
+        return self.grid.cells_dict[pv.CellType.TETRA].astype(np.int64)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray(self.grid.cell_data["label"], dtype=np.int32)
+
+    def tet_volumes_mm3(self) -> np.ndarray:
+        x = self.points[self.tets]
+        return np.linalg.det(np.stack([x[:, 1] - x[:, 0], x[:, 2] - x[:, 0], x[:, 3] - x[:, 0]], 2)) / 6.0
+
+    def volumes_ml(self) -> dict[str, float]:
+        vol = np.abs(self.tet_volumes_mm3())
+        return {self.table.name_of(l): float(vol[self.labels == l].sum() / 1000.0) for l in np.unique(self.labels)}
+
+    def boundary_faces(self, mask: np.ndarray | None = None) -> np.ndarray:
+        """Triangles (k, 3) on the boundary of the selected tets (faces used by exactly one of them)."""
+        return boundary_faces(self.tets if mask is None else self.tets[mask])
+
+
+def boundary_faces(tets: np.ndarray) -> np.ndarray:
+    """Faces of ``tets`` that belong to exactly one tetrahedron, oriented outward for positive tets."""
+    faces = np.concatenate([tets[:, [1, 2, 3]], tets[:, [0, 3, 2]], tets[:, [0, 1, 3]], tets[:, [0, 2, 1]]])
+    key = np.sort(faces, axis=1)
+    _, idx, counts = np.unique(key, axis=0, return_index=True, return_counts=True)
+    return faces[idx[counts == 1]]
+
+
+def _largest_component(points, tets, labels):
+    """Keep the face-connected component of largest volume, with positively oriented tets."""
+    tets, vol = orient_positive(points, tets)
+    m = len(tets)
+    faces = np.sort(np.concatenate([tets[:, [1, 2, 3]], tets[:, [0, 2, 3]], tets[:, [0, 1, 3]], tets[:, [0, 1, 2]]]), 1)
+    owner = np.tile(np.arange(m), 4)
+    _, inv = np.unique(faces, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    order = np.argsort(inv, kind="stable")
+    same = inv[order][1:] == inv[order][:-1]
+    a, b = owner[order][:-1][same], owner[order][1:][same]
+    graph = sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(m, m))
+    ncomp, comp = sp.csgraph.connected_components(graph, directed=False)
+    if ncomp > 1:
+        best = np.argmax(np.bincount(comp, weights=np.abs(vol)))
+        keep = comp == best
+        tets, labels = tets[keep], labels[keep]
+    return tets, labels

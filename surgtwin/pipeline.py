@@ -1,0 +1,144 @@
+"""The end-to-end Python API: case -> labels -> meshes -> rehearsal -> RiskReport, into a run folder.
+
+    from surgtwin.pipeline import plan
+    report = plan(RunConfig(), "runs/demo")      # the built-in phantom, resected with a 10 mm margin
+
+Each stage function also stands alone (the CLI subcommands call them).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .config import MeshConfig, RunConfig
+from .errors import LabelError
+from .mesh import SurfaceMesh, TetMesh
+from .volume import LabelMap, Volume
+
+log = logging.getLogger("surgtwin")
+
+#: Structures drawn around the organ in reports and the viewer when present.
+CONTEXT_STRUCTURES = ("inferior_vena_cava", "aorta", "gallbladder", "kidney_right", "spleen")
+
+
+@dataclass
+class Case:
+    volume: Volume
+    labels: LabelMap
+    source: str          # "phantom" or "files"
+
+
+def prepare_case(cfg: RunConfig, folder: Path | None = None) -> Case:
+    """Load (or generate) the image and its label map; save them into ``folder`` if given.
+
+    The phantom is written as NIfTI and as a DICOM series, and read back through the DICOM loader.
+    """
+    c = cfg.case
+    if c.image is None:
+        from .dicom import write_dicom_series
+        from .phantom import make_phantom
+
+        volume, labels = make_phantom(c.phantom)
+        if folder is not None:
+            volume.save(folder / "ct.nii.gz")
+            write_dicom_series(volume, folder / "dicom")
+            volume = Volume.load(folder / "dicom")
+        log.info("phantom: %s voxels at %.2f mm", "x".join(map(str, volume.shape)), c.phantom.spacing_mm)
+        case = Case(volume, labels, "phantom")
+    else:
+        volume = Volume.load(c.image)
+        if c.labels is not None:
+            labels = resample_labels(LabelMap.load(c.labels), volume)
+        else:
+            from .segment import segment
+
+            labels = segment(volume, cfg.segment)
+        case = Case(volume, labels, "files")
+    if folder is not None:
+        case.labels.save(folder / "labels.nii.gz")
+    return case
+
+
+def resample_labels(labels: LabelMap, volume: Volume) -> LabelMap:
+    """Bring a label map stored on another grid onto the image grid, in physical space."""
+    a, b = labels.image, volume.image
+    same = (a.GetSize() == b.GetSize() and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-4)
+            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3)
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-5))
+    if same:
+        return labels
+    out = sitk.Resample(a, b, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
+    log.info("label map resampled onto the image grid (physical space)")
+    return LabelMap(out, labels.table)
+
+
+def mesh_structures(labels: LabelMap, cfg: MeshConfig, folder: Path | None = None):
+    """Tagged volume mesh of the organ and display surfaces of it and its context."""
+    present = set(labels.table.name_of(i) for i in labels.present_ids())
+    if cfg.organ not in present:
+        raise LabelError(f"structure '{cfg.organ}' is absent from the label map")
+    mesh = TetMesh.from_labelmap(labels, [s for s in cfg.structures if s in present] or [cfg.organ],
+                                 size_mm=cfg.size_mm, organ=cfg.organ)
+    surfaces = {}
+    for name in list(cfg.structures) + list(CONTEXT_STRUCTURES):
+        if name in present and name not in surfaces:
+            surfaces[name] = SurfaceMesh.from_labelmap(labels, name, smoothing_iterations=cfg.surface_smoothing)
+    if folder is not None:
+        mesh.save(folder / "volume.vtu")
+        for name, s in surfaces.items():
+            s.save(folder / "surfaces" / f"{name}.vtp")
+    log.info("mesh: %d tets, %d nodes at %.1f mm; %d surfaces", mesh.grid.n_cells, mesh.grid.n_points,
+             cfg.size_mm, len(surfaces))
+    return mesh, surfaces
+
+
+def mesh_quality(mesh: TetMesh, labels: LabelMap | None) -> dict:
+    """Element counts, region volumes vs label-map volumes, and volume-ratio extremes."""
+    vol = mesh.tet_volumes_mm3()
+    q = {"tets": int(mesh.grid.n_cells), "nodes": int(mesh.grid.n_points),
+         "mesher": str(mesh.grid.field_data["mesher"][0]) if "mesher" in mesh.grid.field_data else "unknown",
+         "inverted_elements": int((vol <= 0).sum()), "regions": {}}
+    label_vol = labels.volumes_ml() if labels is not None else {}
+    for name, v in mesh.volumes_ml().items():
+        entry = {"mesh_ml": round(v, 3)}
+        if name in label_vol:
+            entry["label_ml"] = round(label_vol[name], 3)
+            entry["error_percent"] = round(100.0 * (v - label_vol[name]) / label_vol[name], 2)
+        q["regions"][name] = entry
+    return q
+
+
+def simulate_case(mesh: TetMesh, labels: LabelMap | None, cfg: RunConfig, folder: Path, *, case_name: str,
+                  progress=None):
+    """Rehearse the procedure, save the states into ``folder`` and return the RiskReport."""
+    from .risk import RiskReport, deformation_metrics, resection_metrics, risk_flags, vessel_crossings
+    from .simulate import rehearse
+
+    reh = rehearse(mesh, labels, cfg, progress=progress)
+    files = reh.save(folder)
+    step = reh.resection
+    target = cfg.procedure.steps[-1]
+    target = target["target"] if isinstance(target, dict) else target.target
+    margin = cfg.procedure.steps[-1]
+    margin = margin["margin_mm"] if isinstance(margin, dict) else margin.margin_mm
+    metrics = resection_metrics(mesh, step, cfg.mesh.organ)
+    metrics["margin_planned_mm"] = float(margin)
+    metrics.update(deformation_metrics(mesh.points, reh.preop_mm, reh.postop_mm, reh.remnant_nodes,
+                                       reh.postop_strain, reh.postop_jacobian, ~step.removed,
+                                       cfg.report.strain_threshold))
+    vessels = vessel_crossings(mesh, step, labels)
+    flags = risk_flags(metrics, vessels, float(margin), remnant_min_percent=cfg.report.remnant_min_percent,
+                       strain_threshold=cfg.report.strain_threshold)
+    from dataclasses import asdict
+
+    report = RiskReport(case=case_name, organ=cfg.mesh.organ, target=target, metrics=metrics,
+                        vessels=[asdict(v) for v in vessels], flags=flags,
+                        solver={"device": cfg.solver.device, "preop": reh.preop_report.to_dict(),
+                                "postop": reh.postop_report.to_dict(), "timings_s": reh.timings_s},
+                        model=reh.model_summary, files=files)
+    report.save(folder / "report.json")
+    return report, reh

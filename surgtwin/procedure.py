@@ -1,0 +1,175 @@
+"""Procedures: ordered surgical steps as data, and the functions that apply them to a mesh.
+
+A Procedure is a reviewable list of steps (``configs/procedure/*.yaml``). This module plans a
+resection: which elements go, which faces become the resection surface. Removal is by whole
+elements (a jagged surface at element scale); element splitting arrives with the cutting issue.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.spatial import cKDTree
+
+from .config import ProcedureConfig, ResectionStep
+from .errors import ConfigError, LabelError
+from .fileio import write_json
+from .mesh import TetMesh, boundary_faces
+
+
+@dataclass
+class Procedure:
+    name: str
+    steps: list[ResectionStep] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, cfg: ProcedureConfig) -> "Procedure":
+        steps = []
+        for s in cfg.steps:
+            s = dict(s) if not isinstance(s, ResectionStep) else asdict(s)
+            if s.get("action", "resect") != "resect":
+                raise ConfigError(f"procedure step '{s.get('action')}' is not available yet (resect)")
+            unknown = set(s) - set(ResectionStep.__dataclass_fields__)
+            if unknown:
+                raise ConfigError(f"unknown resection field(s): {', '.join(sorted(unknown))}")
+            step = ResectionStep(**s)
+            if step.mode not in ("sphere", "plane"):
+                raise ConfigError(f"resection mode '{step.mode}' must be 'sphere' or 'plane'")
+            if step.margin_mm < 0:
+                raise ConfigError("resection margin must be >= 0 mm")
+            steps.append(step)
+        if not steps:
+            raise ConfigError(f"procedure '{cfg.name}' has no steps")
+        return cls(cfg.name, steps)
+
+    def save(self, path: str | Path) -> Path:
+        return write_json(path, {"name": self.name, "steps": [asdict(s) for s in self.steps]})
+
+
+@dataclass
+class Resection:
+    """The outcome of planning one resection on a mesh (rest configuration, mm)."""
+
+    removed: np.ndarray          # (m,) bool, elements removed (target + margin + detached islands)
+    cut_faces: np.ndarray        # (k, 3) node triangles of the resection surface (kept side)
+    cut_face_region: np.ndarray  # (k,) label of the kept element owning each cut face
+    target_nodes: np.ndarray     # node indices on the target's boundary
+    plane: tuple | None = None   # (normal, offset) in plane mode
+    cut_face_owner: np.ndarray | None = None  # (k,) kept element owning each cut face
+
+
+def plan_resection(mesh: TetMesh, step: ResectionStep, removed_before: np.ndarray | None = None) -> Resection:
+    """Remove the target and every element with a node closer than the margin (sphere mode) or on the
+    target side of a plane at ``margin`` from the target (plane mode); keep the largest remnant piece.
+    ``removed_before`` (elements taken by earlier steps) is removed too."""
+    tets, pts, labels = mesh.tets, mesh.points, mesh.labels
+    try:
+        tid = mesh.table.id_of(step.target)
+    except LabelError:
+        tid = -1
+    target = labels == tid
+    if not target.any():
+        raise LabelError(f"resection target '{step.target}' is not in the mesh")
+    tnodes = np.unique(boundary_faces(tets[target]))
+    plane = None
+    if step.mode == "sphere":
+        dist, _ = cKDTree(pts[tnodes]).query(pts)
+        inside_target = np.zeros(len(pts), bool)
+        inside_target[np.unique(tets[target])] = True
+        dist[inside_target] = 0.0
+        removed = target | np.any(dist[tets] < step.margin_mm, axis=1)
+    else:
+        normal = _plane_normal(mesh, target, step)
+        offset = float((pts[tnodes] @ normal).min() - step.margin_mm)
+        removed = target | np.any(pts[tets] @ normal > offset, axis=1)
+        plane = (normal, offset)
+    if removed_before is not None:
+        removed |= removed_before
+    removed |= ~_main_remnant(tets, ~removed, mesh.tet_volumes_mm3())
+    _check_remnant(removed, step)
+    res = _resection_surface(mesh, removed, tnodes, plane)
+    for _ in range(20):  # sphere mode: faces between far vertices can still pass inside the margin
+        if step.mode != "sphere" or len(res.cut_faces) == 0:
+            break
+        face, dist = closest_cut_faces(pts, res.cut_faces, pts[tnodes])
+        close = dist < step.margin_mm - 1e-9
+        if not close.any():
+            break
+        removed = removed.copy()
+        removed[res.cut_face_owner[face[close]]] = True
+        removed |= ~_main_remnant(tets, ~removed, mesh.tet_volumes_mm3())
+        _check_remnant(removed, step)
+        res = _resection_surface(mesh, removed, tnodes, plane)
+    return res
+
+
+def _check_remnant(removed: np.ndarray, step: ResectionStep):
+    if removed.all():
+        raise ConfigError(f"resection of '{step.target}' with margin {step.margin_mm} mm removes the whole organ")
+
+
+def _resection_surface(mesh: TetMesh, removed: np.ndarray, tnodes: np.ndarray, plane) -> Resection:
+    tets = mesh.tets
+    faces, owner = _faces_with_owner(tets, ~removed)
+    n = len(mesh.points)
+    is_cut = np.isin(_face_keys(faces, n), _face_keys(boundary_faces(tets[removed]), n))
+    return Resection(removed, faces[is_cut], mesh.labels[owner[is_cut]], tnodes, plane, owner[is_cut])
+
+
+def closest_cut_faces(points: np.ndarray, faces: np.ndarray, targets: np.ndarray):
+    """For each target point: (index of the nearest triangle, its exact distance)."""
+    import pyvista as pv
+
+    surf = pv.PolyData(points, np.hstack([np.full((len(faces), 1), 3), faces]).ravel())
+    idx, closest = surf.find_closest_cell(targets, return_closest_point=True)
+    return np.atleast_1d(idx), np.linalg.norm(np.atleast_2d(closest) - targets, axis=1)
+
+
+def _plane_normal(mesh: TetMesh, target: np.ndarray, step: ResectionStep) -> np.ndarray:
+    if step.normal is not None:
+        n = np.asarray(step.normal, dtype=float)
+        if n.shape != (3,) or np.linalg.norm(n) == 0:
+            raise ConfigError("resection normal must be a non-zero [x, y, z] vector")
+        return n / np.linalg.norm(n)
+    vol = np.abs(mesh.tet_volumes_mm3())
+    cent = mesh.points[mesh.tets].mean(axis=1)
+    organ_c = np.average(cent, axis=0, weights=vol)
+    target_c = np.average(cent[target], axis=0, weights=vol[target])
+    d = target_c - organ_c
+    if np.linalg.norm(d) < 1e-6:
+        raise ConfigError("target is at the organ centre: give resection normal explicitly")
+    return d / np.linalg.norm(d)  # remove the peripheral side holding the target
+
+
+def _face_keys(faces: np.ndarray, n: int) -> np.ndarray:
+    """Orientation-independent integer key per triangle."""
+    f = np.sort(faces, axis=1).astype(np.int64)
+    return (f[:, 0] * n + f[:, 1]) * n + f[:, 2]
+
+
+def _faces_with_owner(tets: np.ndarray, mask: np.ndarray):
+    """Boundary faces of the masked tets and the (global) index of the tet owning each."""
+    idx = np.flatnonzero(mask)
+    sub = tets[idx]
+    faces = np.concatenate([sub[:, [1, 2, 3]], sub[:, [0, 3, 2]], sub[:, [0, 1, 3]], sub[:, [0, 2, 1]]])
+    owner = np.tile(idx, 4)
+    _, first, counts = np.unique(np.sort(faces, axis=1), axis=0, return_index=True, return_counts=True)
+    single = first[counts == 1]
+    return faces[single], owner[single]
+
+
+def _main_remnant(tets: np.ndarray, keep: np.ndarray, vol: np.ndarray) -> np.ndarray:
+    """Mask of kept elements in the node-connected piece of largest volume (others float free)."""
+    idx = np.flatnonzero(keep)
+    out = np.zeros(len(tets), bool)
+    if len(idx) == 0:
+        return out
+    n = tets.max() + 1
+    rows = np.repeat(np.arange(len(idx)), 4)
+    inc = sp.csr_matrix((np.ones(len(rows)), (rows, tets[idx].ravel())), shape=(len(idx), n))
+    ncomp, comp = sp.csgraph.connected_components(inc @ inc.T, directed=False)
+    best = np.argmax(np.bincount(comp, weights=np.abs(vol[idx])))
+    out[idx[comp == best]] = True
+    return out

@@ -1,0 +1,178 @@
+"""Render a RiskReport: off-screen PyVista images and one self-contained HTML page.
+
+Works from files only (``report.json``, ``sim/*.vtu``, ``mesh/surfaces/*.vtp``), so
+``surgtwin report RUN`` can re-render any run folder.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .config import ReportConfig
+from .errors import InputError
+from .fileio import atomic_path, write_text
+from .risk import RiskReport
+
+RISK_COLORS = {"high": "#d62728", "moderate": "#ff7f0e", "low": "#2ca02c"}
+
+
+def _scene_files(run: Path) -> dict:
+    sim = run / "sim"
+    need = {"postop": sim / "postop.vtu", "removed": sim / "removed.vtu", "cut": sim / "cut_surface.vtp"}
+    missing = [p.name for p in need.values() if not p.is_file()]
+    if missing:
+        raise InputError(f"{run}: not a simulated run folder (missing sim/{missing[0]})")
+    surf_dir = run / "mesh" / "surfaces"
+    need["surfaces"] = {p.stem: p for p in sorted(surf_dir.glob("*.vtp"))} if surf_dir.is_dir() else {}
+    return need
+
+
+def build_scene(plotter, run: Path, overlay: str = "shift_mm", *, report: RiskReport | None = None):
+    """Add the rehearsal to a pyvista plotter: remnant coloured by ``overlay``, removed part, vessels."""
+    import pyvista as pv
+
+    f = _scene_files(run)
+    post = pv.read(f["postop"])
+    removed = pv.read(f["removed"])
+    cut = pv.read(f["cut"])
+    shell = post.extract_surface(algorithm="dataset_surface")
+    if overlay == "max_principal_strain":
+        plotter.add_mesh(shell, scalars="max_principal_strain", cmap="inferno", preference="cell",
+                         scalar_bar_args={"title": "max principal strain"}, smooth_shading=False)
+    elif overlay == "risk":
+        plotter.add_mesh(shell, color="#d9a38c", opacity=0.25)
+        plotter.add_mesh(cut, color="#f2c14e", opacity=0.9, label="resection surface")
+    else:
+        plotter.add_mesh(shell, scalars="shift_mm", cmap="viridis", scalar_bar_args={"title": "shift after resection [mm]"})
+    if removed.n_cells:
+        plotter.add_mesh(removed.extract_surface(algorithm="dataset_surface"), color="#999999", opacity=0.15)
+    for name, path in f["surfaces"].items():
+        if name == "liver":
+            continue
+        mesh = pv.read(path)
+        color = {"liver_tumor": "#f5e342", "hepatic_vein": "#2878e6", "portal_vein_and_splenic_vein": "#7b2fbe",
+                 "inferior_vena_cava": "#1f4e9c", "aorta": "#d62728"}.get(name, "#bbbbbb")
+        plotter.add_mesh(mesh, color=color, opacity=0.9 if overlay == "risk" else 0.5)
+    if overlay == "risk" and report is not None:
+        for v in report.vessels:
+            plotter.add_mesh(pv.Sphere(radius=max(2.5, v["diameter_mm"] / 2 + 1.5), center=v["centroid_mm"]),
+                             color=RISK_COLORS[v["risk"]])
+        if report.vessels:
+            pts = np.array([v["centroid_mm"] for v in report.vessels])
+            plotter.add_point_labels(pts, [f"{v['diameter_mm']:.1f} mm" for v in report.vessels], font_size=14,
+                                     point_size=1, shape_opacity=0.6)
+    plotter.camera_position = "xz"
+    plotter.camera.azimuth = 0
+    plotter.camera.up = (0, 0, 1)
+    plotter.camera.position = tuple(np.array(shell.center) + np.array([0.0, -3.0 * shell.length, 0.0]))
+    plotter.camera.focal_point = shell.center
+    plotter.reset_camera()
+    plotter.add_text("anterior view (patient right on the left)", font_size=9, position="lower_left")
+    return shell
+
+
+def render_images(run: Path, cfg: ReportConfig, report: RiskReport | None = None) -> dict:
+    """Write images/{deformation,risk,strain}.png; returns name -> relative path."""
+    import pyvista as pv
+
+    out = {}
+    (run / "images").mkdir(exist_ok=True)
+    for overlay, name, title in (("shift_mm", "deformation", "Deformed remnant: shift after resection"),
+                                 ("risk", "risk", "Resection surface and transected vessels"),
+                                 ("max_principal_strain", "strain", "Peak strain in the remnant")):
+        pl = pv.Plotter(off_screen=True, window_size=list(cfg.image_size))
+        pl.set_background("white")
+        build_scene(pl, run, overlay, report=report)
+        pl.add_text(title, font_size=12, color="black")
+        path = run / "images" / f"{name}.png"
+        with atomic_path(path) as tmp:
+            pl.screenshot(str(tmp))
+        pl.close()
+        out[name] = f"images/{name}.png"
+    return out
+
+
+def render_report(run: str | Path, cfg: ReportConfig | None = None) -> Path:
+    """(Re)render images and report.html for a run folder holding report.json and sim/."""
+    run = Path(run)
+    cfg = cfg or ReportConfig()
+    report = RiskReport.load(run / "report.json")
+    if cfg.images:
+        report.images = render_images(run, cfg, report)
+        report.save(run / "report.json")
+    return write_text(run / "report.html", to_html(report, run))
+
+
+def _img_tag(run: Path, rel: str, alt: str) -> str:
+    data = base64.b64encode((run / rel).read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+
+
+def _residual_svg(history: list, w: int = 360, h: int = 140) -> str:
+    vals = [math.log10(max(v, 1e-300)) for v in history if v > 0]
+    if len(vals) < 2:
+        return ""
+    lo, hi = min(vals), max(vals)
+    span = (hi - lo) or 1.0
+    pts = " ".join(f"{10 + i * (w - 20) / (len(vals) - 1):.1f},{10 + (hi - v) * (h - 20) / span:.1f}"
+                   for i, v in enumerate(vals))
+    return (f'<svg width="{w}" height="{h}" role="img" aria-label="residual per Newton iteration (log scale)">'
+            f'<rect width="{w}" height="{h}" fill="#fafafa" stroke="#ccc"/>'
+            f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{pts}"/>'
+            f'<text x="12" y="{h - 4}" font-size="10">Newton iterations (all load steps) &#8594;  '
+            f'log10 residual {hi:.1f} &#8594; {lo:.1f}</text></svg>')
+
+
+def to_html(report: RiskReport, run: Path) -> str:
+    m = report.metrics
+    rows = [
+        ("Organ volume (mesh)", f"{m['organ_volume_ml']:.1f} mL"),
+        ("Parenchyma volume", f"{m['parenchyma_volume_ml']:.1f} mL"),
+        ("Removed volume", f"{m['removed_volume_ml']:.1f} mL"),
+        ("Remnant parenchyma", f"{m['remnant_parenchyma_ml']:.1f} mL ({m['remnant_percent']:.1f} %)"),
+        ("Margin planned / achieved", f"{m['margin_planned_mm']:.1f} mm / {m['margin_achieved_mm']:.1f} mm"),
+        ("Resection surface area", f"{m['cut_surface_area_mm2'] / 100:.1f} cm²"),
+        ("Max / mean shift of the remnant", f"{m['max_shift_mm']:.2f} mm / {m['mean_shift_mm']:.2f} mm"),
+        ("Peak strain (99th percentile)", f"{m['peak_strain']:.3f} ({m['strain_p99']:.3f})"),
+        ("Inverted elements", str(m["inverted_elements"])),
+    ]
+    esc = html.escape
+    metric_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
+    vessel_rows = "".join(
+        f"<tr><td>{esc(v['structure'])}</td><td>{v['diameter_mm']:.1f}</td><td>{v['area_mm2']:.1f}</td>"
+        f"<td style='color:{RISK_COLORS[v['risk']]}'><b>{esc(v['risk'])}</b></td>"
+        f"<td>{esc(', '.join(f'{c:.0f}' for c in v['centroid_mm']))}</td></tr>" for v in report.vessels
+    ) or "<tr><td colspan=5>no vessel crosses the resection surface</td></tr>"
+    flags = "".join(f"<li>{esc(f)}</li>" for f in report.flags) or "<li>none</li>"
+    mats = "".join(f"<tr><td>{esc(k)}</td><td>{v['youngs_kpa']}</td><td>{v['poisson']}</td><td>{v['density_kg_m3']}</td>"
+                   f"<td class=src>{esc(v.get('source', ''))}</td></tr>" for k, v in report.model.get("materials", {}).items())
+    s = report.solver
+    solver_rows = "".join(
+        f"<tr><td>{name}</td><td>{'yes' if d['converged'] else 'NO'}</td><td>{d['newton_iterations']}</td>"
+        f"<td>{d['cg_iterations']}</td><td>{d['relative_residual']:.2e}</td><td>{s['timings_s'].get(name + '_solve', 0):.1f}</td></tr>"
+        for name, d in (("preop", s["preop"]), ("postop", s["postop"])))
+    images = "".join(_img_tag(run, rel, name) for name, rel in report.images.items() if (run / rel).is_file())
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>surgtwin risk report – {esc(report.case)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ddd;padding:4px 10px;text-align:left}}
+th{{background:#f4f4f4}}figure{{display:inline-block;margin:6px}}img{{max-width:520px;border:1px solid #ccc}}
+.flags li{{color:#b22222}}.src{{font-size:80%;color:#555}}</style></head><body>
+<h1>Resection rehearsal: {esc(report.organ)} – {esc(report.target)}</h1>
+<p>Case <b>{esc(report.case)}</b>. Model: {report.model.get('tets', 0)} tetrahedra, {report.model.get('nodes', 0)} nodes,
+{report.model.get('fixed_nodes', 0)} fixed, stable Neo-Hookean, gravity {report.model.get('gravity_m_s2')} m/s² (LPS).</p>
+<h2>Flags</h2><ul class="flags">{flags}</ul>
+<h2>Resection</h2><table>{metric_rows}</table>
+<h2>Vessels crossing the resection surface</h2>
+<table><tr><th>structure</th><th>diameter [mm]</th><th>area [mm²]</th><th>risk</th><th>position (LPS mm)</th></tr>{vessel_rows}</table>
+<h2>Images</h2>{images or '<p>(images not rendered)</p>'}
+<h2>Solver</h2><table><tr><th>solve</th><th>converged</th><th>Newton</th><th>CG</th><th>relative residual</th><th>time [s]</th></tr>
+{solver_rows}</table>{_residual_svg(s['preop'].get('residual_history', []))}
+<h2>Materials</h2><table><tr><th>tissue</th><th>E [kPa]</th><th>ν</th><th>ρ [kg/m³]</th><th>source</th></tr>{mats}</table>
+<p class="src">Generated by surgtwin. Research software: not a medical device; plans need clinical judgement.</p>
+</body></html>
+"""

@@ -1,0 +1,77 @@
+"""Classical segmentation (no downloaded weights): HU thresholds with morphology, and seeded growing.
+
+``threshold``: body outline, subcutaneous fat and bone from Hounsfield units.
+``seeded``: one physical point per organ, grown with SimpleITK's ConfidenceConnected, cleaned by
+hole filling and a morphological opening, on top of the threshold result.
+"""
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from .config import SegmentConfig
+from .errors import ConfigError, InputError
+from .labels import LabelTable
+from .volume import LabelMap, Volume
+
+BODY_HU, BONE_HU, FAT_HU = -500.0, 200.0, (-190.0, -30.0)
+
+
+def segment(volume: Volume, cfg: SegmentConfig, table: LabelTable | None = None) -> LabelMap:
+    """Label map on the volume's grid (ids from the surgtwin/TotalSegmentator table)."""
+    table = table or LabelTable.default()
+    if cfg.method not in ("threshold", "seeded"):
+        raise ConfigError(f"segmentation method '{cfg.method}' is not available (threshold, seeded)")
+    if volume.modality.upper() != "CT":
+        raise InputError(f"threshold segmentation needs CT in HU, got {volume.modality}")
+    out = threshold_tissues(volume, table)
+    if cfg.method == "seeded":
+        if not cfg.seeds:
+            raise ConfigError("seeded segmentation needs seeds, e.g. segment.seeds.liver=[-60,0,40]")
+        body = out != 0
+        for name, point in cfg.seeds.items():
+            mask = grow_from_seed(volume, point, radius_mm=cfg.seed_radius_mm,
+                                  multiplier=cfg.confidence_multiplier) & body
+            out[mask] = table.id_of(name)
+    return LabelMap.from_array(out, volume.image, table)
+
+
+def threshold_tissues(volume: Volume, table: LabelTable) -> np.ndarray:
+    """(z, y, x) uint16 array: body (largest connected HU > -500 region, holes filled), fat, bone."""
+    img = sitk.SmoothingRecursiveGaussian(volume.image, sigma=float(min(volume.image.GetSpacing())))
+    body = sitk.BinaryThreshold(img, BODY_HU, 1e9, 1, 0)
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(body), sortByObjectSize=True)
+    body = cc == 1
+    body = sitk.BinaryFillhole(sitk.BinaryMorphologicalClosing(body, [2, 2, 1]))
+    b = sitk.GetArrayFromImage(body).astype(bool)
+    if not b.any():
+        raise InputError("no body found in the image (is it CT in Hounsfield units?)")
+    hu = sitk.GetArrayFromImage(img)
+    out = np.zeros(hu.shape, np.uint16)
+    out[b] = table.id_of("body")
+    out[b & (hu >= FAT_HU[0]) & (hu <= FAT_HU[1])] = table.id_of("subcutaneous_fat")
+    out[b & (hu >= BONE_HU)] = table.id_of("bone")
+    return out
+
+
+def grow_from_seed(volume: Volume, point_mm, *, radius_mm: float = 4.0, multiplier: float = 2.5) -> np.ndarray:
+    """Boolean (z, y, x) region grown from a physical seed point [mm, LPS]."""
+    img = volume.image
+    try:
+        idx = img.TransformPhysicalPointToIndex([float(v) for v in point_mm])
+    except Exception:
+        raise ConfigError(f"seed {list(point_mm)} is not a physical [x, y, z] point") from None
+    if not all(0 <= i < s for i, s in zip(idx, img.GetSize())):
+        raise ConfigError(f"seed {list(point_mm)} mm lies outside the image")
+    smooth = sitk.CurvatureFlow(img, timeStep=0.0625, numberOfIterations=3)
+    radius = max(1, int(round(radius_mm / min(img.GetSpacing()))))
+    grown = sitk.ConfidenceConnected(smooth, seedList=[idx], numberOfIterations=3, multiplier=multiplier,
+                                     initialNeighborhoodRadius=radius, replaceValue=1)
+    grown = sitk.BinaryMorphologicalOpening(grown, [1, 1, 1])
+    cc = sitk.ConnectedComponent(grown)
+    lab = cc[idx]
+    if lab == 0:
+        raise InputError(f"region growing from {list(point_mm)} mm found nothing (seed on an edge?)")
+    mask = sitk.BinaryFillhole(cc == lab)
+    mask = sitk.BinaryMorphologicalClosing(mask, [2, 2, 2])
+    return sitk.GetArrayFromImage(mask).astype(bool)

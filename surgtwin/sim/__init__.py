@@ -1,0 +1,9 @@
+"""Simulation core: imports only numpy, scipy and warp (plus surgtwin's plain-Python errors).
+
+ModelSpec (host, SI units) --finalize(device)--> Model (immutable device arrays) ;
+Model.state() --> State (positions) ; StaticSolver(model).solve(state) --> SolveReport.
+"""
+from .model import Model, ModelSpec, State, lame_parameters
+from .static import SolveReport, StaticSolver, element_strain
+
+__all__ = ["Model", "ModelSpec", "State", "StaticSolver", "SolveReport", "element_strain", "lame_parameters"]

@@ -1,0 +1,39 @@
+"""Structured tetrahedral blocks (numpy only): the Freudenthal/Kuhn split of a grid of cubes.
+
+Every cube is cut into 6 tetrahedra sharing its main diagonal, so neighbouring cubes conform.
+Used by the label-map mesher, the verification problems and the benchmarks.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# corner b of a cube has offset (b >> 2 & 1, b >> 1 & 1, b & 1)
+KUHN = np.array([(0, 1, 3, 7), (0, 1, 5, 7), (0, 2, 3, 7), (0, 2, 6, 7), (0, 4, 5, 7), (0, 4, 6, 7)])
+
+
+def kuhn_tets(counts) -> np.ndarray:
+    """Tets (6 (nx-1)(ny-1)(nz-1), 4) over a node grid of ``counts`` = (nx, ny, nz), node id (i*ny + j)*nz + k."""
+    nx, ny, nz = (int(c) for c in counts)
+    node = np.arange(nx * ny * nz).reshape(nx, ny, nz)
+    corners = np.stack([node[(b >> 2) & 1: nx - 1 + ((b >> 2) & 1), (b >> 1) & 1: ny - 1 + ((b >> 1) & 1),
+                             b & 1: nz - 1 + (b & 1)].ravel() for b in range(8)], axis=1)
+    return corners[:, KUHN].reshape(-1, 4)
+
+
+def orient_positive(points: np.ndarray, tets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Swap two nodes of negatively oriented tets; returns (tets, signed volumes before the swap)."""
+    x = points[tets]
+    vol = np.linalg.det(np.stack([x[:, 1] - x[:, 0], x[:, 2] - x[:, 0], x[:, 3] - x[:, 0]], 2)) / 6.0
+    tets = tets.copy()
+    neg = vol < 0
+    tets[neg] = tets[neg][:, [0, 2, 1, 3]]
+    return tets, vol
+
+
+def box_mesh(n, lengths=(0.1, 0.1, 0.1)) -> tuple[np.ndarray, np.ndarray]:
+    """(points, tets) of a box [0, L] split into n = (nx, ny, nz) cubes (an int means n^3)."""
+    n = (n, n, n) if np.isscalar(n) else tuple(n)
+    axes = [np.linspace(0.0, float(l), int(k) + 1) for k, l in zip(n, lengths)]
+    pts = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    tets, _ = orient_positive(pts, kuhn_tets([k + 1 for k in n]))
+    return pts, tets

@@ -1,0 +1,165 @@
+"""Volume and LabelMap: images in physical space (LPS, millimetres, SimpleITK geometry).
+
+A Volume holds intensities (CT in Hounsfield units); a LabelMap holds integer structure ids with
+its LabelTable. Both keep origin, spacing and direction, so outputs overlay inputs in 3D Slicer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError, LabelError
+from .fileio import atomic_path, write_json
+from .labels import LabelTable
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def read_image(path: str | Path) -> sitk.Image:
+    """Read a NIfTI/NRRD/MetaImage file or a DICOM series folder as a SimpleITK image."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no such file or folder: {path}")
+    if path.is_dir():
+        return _read_dicom_dir(path)
+    if _suffix(path) not in IMAGE_SUFFIXES and _suffix(path) != ".dcm":
+        raise InputError(f"{path.name}: unsupported image format (expected one of "
+                         f"{', '.join(IMAGE_SUFFIXES)} or a DICOM folder)")
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError:
+        raise InputError(f"{path.name}: cannot be read as an image (corrupt or wrong format)") from None
+    if img.GetDimension() != 3:
+        raise InputError(f"{path.name}: expected a 3D image, got {img.GetDimension()}D")
+    return img
+
+
+def _read_dicom_dir(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError(f"{folder}: no DICOM series found")
+    # The largest series is the default; surgtwin.io (issue 4) adds --series selection.
+    files = max((reader.GetGDCMSeriesFileNames(str(folder), s) for s in series), key=len)
+    if len(files) < 2:
+        raise InputError(f"{folder}: DICOM series has only {len(files)} slice")
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"{folder}: DICOM series cannot be decoded ({str(exc).splitlines()[0][:80]})") from None
+
+
+@dataclass
+class Volume:
+    """An intensity image in physical space. ``image`` is a SimpleITK image (LPS, mm)."""
+
+    image: sitk.Image
+    modality: str = "CT"
+
+    @classmethod
+    def load(cls, path: str | Path, modality: str = "CT") -> "Volume":
+        img = read_image(path)
+        return cls(sitk.Cast(img, sitk.sitkFloat32), modality)
+
+    def save(self, path: str | Path) -> Path:
+        with atomic_path(path) as tmp:
+            sitk.WriteImage(self.image, str(tmp), useCompression=True)
+        return Path(path)
+
+    def array(self) -> np.ndarray:
+        """Voxel values as a (z, y, x) numpy array."""
+        return sitk.GetArrayFromImage(self.image)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(self.image.GetSpacing())
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.image.GetSize())
+
+
+@dataclass
+class LabelMap:
+    """An integer label image on a physical grid plus its label table."""
+
+    image: sitk.Image
+    table: LabelTable
+
+    def __post_init__(self):
+        if self.image.GetPixelID() != sitk.sitkUInt16:
+            self.image = sitk.Cast(self.image, sitk.sitkUInt16)
+
+    @classmethod
+    def from_array(cls, array_zyx: np.ndarray, reference: sitk.Image, table: LabelTable) -> "LabelMap":
+        img = sitk.GetImageFromArray(array_zyx.astype(np.uint16))
+        img.CopyInformation(reference)
+        return cls(img, table)
+
+    @classmethod
+    def load(cls, path: str | Path, table: str | Path | LabelTable | None = None) -> "LabelMap":
+        """Load a multilabel image; the table comes from ``table``, a sidecar ``labels.json``, or the default."""
+        path = Path(path)
+        img = read_image(path)
+        if isinstance(table, LabelTable):
+            tab = table
+        elif table is not None:
+            tab = LabelTable.load(table)
+        else:
+            sidecar = path.parent / "labels.json"
+            tab = LabelTable.load(sidecar) if sidecar.is_file() else LabelTable.default()
+        arr = sitk.GetArrayViewFromImage(img)
+        if not np.allclose(arr, np.round(arr)) or arr.min() < 0:
+            raise InputError(f"{path.name}: not a label map (values must be non-negative integers)")
+        lm = cls(img, tab)
+        if not lm.present_ids():
+            raise LabelError(f"{path.name}: label map is empty (no non-zero voxels)")
+        return lm
+
+    def save(self, path: str | Path, *, table_path: str | Path | None = None) -> Path:
+        """Write the label image (NIfTI/NRRD by extension) and ``labels.json`` beside it."""
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            sitk.WriteImage(self.image, str(tmp), useCompression=True)
+        present = self.present_ids()
+        write_json(table_path or path.parent / "labels.json", self.table.subset(present).to_json_dict())
+        return path
+
+    def array(self) -> np.ndarray:
+        return sitk.GetArrayFromImage(self.image)
+
+    def present_ids(self) -> list[int]:
+        return [int(i) for i in np.unique(sitk.GetArrayViewFromImage(self.image)) if i != 0]
+
+    def voxel_volume_mm3(self) -> float:
+        return float(np.prod(self.image.GetSpacing()))
+
+    def volumes_ml(self) -> dict[str, float]:
+        """Volume of each present structure in millilitres."""
+        ids, counts = np.unique(sitk.GetArrayViewFromImage(self.image), return_counts=True)
+        vv = self.voxel_volume_mm3() / 1000.0
+        return {self.table.name_of(i): float(c * vv) for i, c in zip(ids, counts) if i != 0}
+
+    def mask(self, names) -> np.ndarray:
+        """Boolean (z, y, x) mask of the named structures; raises if none is present."""
+        names = [names] if isinstance(names, str) else list(names)
+        ids = []
+        for n in names:
+            try:
+                ids.append(self.table.id_of(n))
+            except LabelError:
+                continue
+        arr = sitk.GetArrayViewFromImage(self.image)
+        m = np.isin(arr, ids)
+        if not m.any():
+            raise LabelError(f"structure '{names[0]}' is absent from the label map")
+        return m
