@@ -97,23 +97,16 @@ def _stages(names):
 
 
 def cmd_run(args, cfg, yaml_text):
-    from .pipeline import mesh_quality, mesh_structures, prepare_case, simulate_case
-    from .fileio import write_json
-    from .report import render_report
+    from .pipeline import plan
 
-    bar, step = _stages(["case", "mesh", "pre-op", "resection", "report"])
-    with bar, _run_folder("run", args.out, yaml_text) as run:
-        case = prepare_case(cfg, run)
-        step("labels")
-        mesh, _ = mesh_structures(case.labels, cfg.mesh, run / "mesh")
-        write_json(run / "mesh" / "quality.json", mesh_quality(mesh, case.labels))
-        step("mesh")
-        name = "phantom" if case.source == "phantom" else "case"
-        report, _ = simulate_case(mesh, case.labels, cfg, run / "sim", case_name=name, progress=step)
-        (run / "sim" / "report.json").replace(run / "report.json")
-        render_report(run, cfg.report)
-        step("report")
+    final = args.out or _default_out("run")
+    bar, step = _stages(["labels", "mesh", "pre-op", "resection", "report"])
+    with bar, _run_folder("run", final, yaml_text) as run:
+        report = plan(cfg, run, progress=step)
     _summary(report)
+    print(f"report:  {final / 'report.html'}\n         {final / 'report.json'}\n"
+          f"images:  {final / 'images'}/\nmeshes:  {final / 'mesh' / 'volume.vtu'}, {final / 'sim' / 'postop.vtu'}\n"
+          f"view:    surgtwin view {final}")
 
 
 def _summary(report):
@@ -214,7 +207,13 @@ COMMANDS = {"run": cmd_run, "phantom": cmd_phantom, "segment": cmd_segment, "mes
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    for extra in rest:  # key=value overrides given after options
+        if "=" in extra and not extra.startswith("-") and hasattr(args, "overrides"):
+            args.overrides.append(extra)
+        else:
+            parser.error(f"unrecognized argument: {extra}")
     logging.basicConfig(level=logging.INFO if os.environ.get("SURGTWIN_VERBOSE") else logging.WARNING,
                         format="%(levelname)s %(message)s")
     log.setLevel(logging.INFO)

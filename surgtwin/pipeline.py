@@ -142,3 +142,28 @@ def simulate_case(mesh: TetMesh, labels: LabelMap | None, cfg: RunConfig, folder
                         model=reh.model_summary, files=files)
     report.save(folder / "report.json")
     return report, reh
+
+
+def plan(cfg: RunConfig, folder: str | Path, *, progress=None):
+    """The whole job into ``folder``: case, labels, mesh (+quality.json), rehearsal, report.html/json.
+
+    ``progress`` (optional) is called with a stage name after each stage. Returns the RiskReport.
+    """
+    from .fileio import write_json
+    from .report import render_report
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tick = progress or (lambda name: None)
+    case = prepare_case(cfg, folder)
+    tick("labels")
+    mesh, _ = mesh_structures(case.labels, cfg.mesh, folder / "mesh")
+    write_json(folder / "mesh" / "quality.json", mesh_quality(mesh, case.labels))
+    tick("mesh")
+    report, _ = simulate_case(mesh, case.labels, cfg, folder / "sim", case_name=case.source, progress=tick)
+    (folder / "sim" / "report.json").replace(folder / "report.json")
+    render_report(folder, cfg.report)
+    tick("report")
+    from .risk import RiskReport
+
+    return RiskReport.load(folder / "report.json")

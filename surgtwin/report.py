@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +76,15 @@ def build_scene(plotter, run: Path, overlay: str = "shift_mm", *, report: RiskRe
     return shell
 
 
+def headless_rendering():
+    """Without a display, ask VTK for an EGL window directly (no failed X connection attempt)."""
+    if os.name == "posix" and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+
 def render_images(run: Path, cfg: ReportConfig, report: RiskReport | None = None) -> dict:
     """Write images/{deformation,risk,strain}.png; returns name -> relative path."""
+    headless_rendering()
     import pyvista as pv
 
     out = {}

@@ -110,8 +110,9 @@ def vessel_crossings(mesh: TetMesh, res: Resection, labelmap=None) -> list[Vesse
             centroid = pts[np.unique(f)].mean(axis=0)
             diameter = 2.0 * np.sqrt(area / np.pi)
             if labelmap is not None:
-                reach = max(_edge_length(pts, f), 3.0)
-                diameter = 2.0 * _inscribed_radius_mm(labelmap, lid, centroid, reach) or diameter
+                samples = np.vstack([pts[np.unique(f)], pts[f].mean(axis=1)])
+                reach = max(0.5 * _edge_length(pts, f), 2.0)
+                diameter = 2.0 * _inscribed_radius_mm(labelmap, lid, samples, reach) or diameter
             risk = "high" if diameter >= VESSEL_HIGH_MM else "moderate" if diameter >= VESSEL_MODERATE_MM else "low"
             out.append(VesselCrossing(mesh.table.name_of(lid), area, float(diameter), centroid.round(1).tolist(), risk))
     return sorted(out, key=lambda v: -v.diameter_mm)
@@ -156,22 +157,23 @@ def _edge_length(points: np.ndarray, faces: np.ndarray) -> float:
     return float(np.linalg.norm(points[faces[:, 1]] - points[faces[:, 0]], axis=1).max())
 
 
-def _inscribed_radius_mm(labelmap, label_id: int, center_mm, reach_mm: float) -> float:
-    """Largest distance-to-boundary of the structure's voxels within ``reach_mm`` of a point."""
+def _inscribed_radius_mm(labelmap, label_id: int, samples_mm: np.ndarray, reach_mm: float) -> float:
+    """Largest inscribed radius of the structure among its voxels within ``reach_mm`` of the samples."""
     import SimpleITK as sitk
+    from scipy.spatial import cKDTree
 
     from .mesh import index_to_physical, physical_to_index
 
     img = labelmap.image
-    c = physical_to_index(img, np.asarray(center_mm)[None])[0]
+    idx = physical_to_index(img, samples_mm)
     r = reach_mm / np.asarray(img.GetSpacing())
-    lo = np.maximum(np.floor(c - r).astype(int) - 1, 0)
-    hi = np.minimum(np.ceil(c + r).astype(int) + 2, np.array(img.GetSize()))
+    lo = np.maximum(np.floor(idx.min(0) - r).astype(int) - 1, 0)
+    hi = np.minimum(np.ceil(idx.max(0) + r).astype(int) + 2, np.array(img.GetSize()))
     if np.any(hi <= lo):
         return 0.0
     background = sitk.RegionOfInterest(img, (hi - lo).tolist(), lo.tolist()) != int(label_id)
     background = sitk.ConstantPad(background, [1, 1, 1], [1, 1, 1], 1)
-    # distance of vessel voxel centres to the nearest background voxel centre
+    # distance of structure voxel centres to the nearest background voxel centre
     dist = sitk.SignedMaurerDistanceMap(background, insideIsPositive=False, squaredDistance=False,
                                         useImageSpacing=True)
     arr = sitk.GetArrayFromImage(dist)[1:-1, 1:-1, 1:-1]
@@ -179,7 +181,7 @@ def _inscribed_radius_mm(labelmap, label_id: int, center_mm, reach_mm: float) ->
     if len(zyx) == 0:
         return 0.0
     phys = index_to_physical(img, zyx[:, ::-1] + lo)
-    near = np.linalg.norm(phys - center_mm, axis=1) <= reach_mm
+    near = cKDTree(samples_mm).query(phys, distance_upper_bound=reach_mm)[0] <= reach_mm
     half_voxel = 0.5 * float(np.mean(img.GetSpacing()))
     return max(float(arr[tuple(zyx[near].T)].max()) - half_voxel, half_voxel) if near.any() else 0.0
 

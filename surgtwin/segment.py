@@ -7,6 +7,7 @@ hole filling and a morphological opening, on top of the threshold result.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 import SimpleITK as sitk
 
 from .config import SegmentConfig
@@ -37,16 +38,18 @@ def segment(volume: Volume, cfg: SegmentConfig, table: LabelTable | None = None)
 
 
 def threshold_tissues(volume: Volume, table: LabelTable) -> np.ndarray:
-    """(z, y, x) uint16 array: body (largest connected HU > -500 region, holes filled), fat, bone."""
+    """(z, y, x) uint16 array: body (largest connected HU > -500 region, holes filled in 3D and per
+    axial slice), subcutaneous fat (-190..-30 HU) and bone (>= 200 HU) inside it."""
     img = sitk.SmoothingRecursiveGaussian(volume.image, sigma=float(min(volume.image.GetSpacing())))
     body = sitk.BinaryThreshold(img, BODY_HU, 1e9, 1, 0)
     cc = sitk.RelabelComponent(sitk.ConnectedComponent(body), sortByObjectSize=True)
     body = cc == 1
     body = sitk.BinaryFillhole(sitk.BinaryMorphologicalClosing(body, [2, 2, 1]))
-    b = sitk.GetArrayFromImage(body).astype(bool)
+    # lungs and bowel gas open to the volume's top/bottom are holes of each axial slice
+    b = np.stack([ndimage.binary_fill_holes(sl) for sl in sitk.GetArrayFromImage(body).astype(bool)])
     if not b.any():
         raise InputError("no body found in the image (is it CT in Hounsfield units?)")
-    hu = sitk.GetArrayFromImage(img)
+    hu = sitk.GetArrayFromImage(sitk.Median(volume.image, [1, 1, 1]))  # denoised, edges kept
     out = np.zeros(hu.shape, np.uint16)
     out[b] = table.id_of("body")
     out[b & (hu >= FAT_HU[0]) & (hu <= FAT_HU[1])] = table.id_of("subcutaneous_fat")

@@ -18,7 +18,10 @@ def view(run: str | Path, *, overlay: str = "shift_mm", screenshot: str | Path |
     """Show ``run`` interactively, or write ``screenshot`` (PNG) off-screen and return its path."""
     import pyvista as pv
 
-    from .report import build_scene
+    from .report import build_scene, headless_rendering
+
+    if screenshot is not None:
+        headless_rendering()
 
     run = Path(run)
     if not run.is_dir():

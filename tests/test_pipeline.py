@@ -1,0 +1,103 @@
+"""The whole pipeline, small: phantom -> labels -> mesh -> rehearsal -> report, via API and CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from surgtwin.cli import main
+from surgtwin.config import PhantomConfig, RunConfig
+from surgtwin.pipeline import plan
+
+pytestmark = pytest.mark.slow
+
+
+def small_config(**solver) -> RunConfig:
+    cfg = RunConfig()
+    cfg.case.phantom = PhantomConfig(spacing_mm=4.0)
+    cfg.mesh.size_mm = 9.0
+    cfg.report.image_size = [480, 360]
+    for k, v in solver.items():
+        setattr(cfg.solver, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "case"
+    report = plan(small_config(), out)
+    return out, report
+
+
+def test_report_numbers(run_dir):
+    out, report = run_dir
+    m = report.metrics
+    assert m["volume_bookkeeping_error_ml"] < 1e-9
+    assert m["removed_volume_ml"] + m["remnant_volume_ml"] == pytest.approx(m["organ_volume_ml"], rel=1e-12)
+    # the phantom tumour (r = 15 mm) plus a 10 mm margin is a small wedge of a ~1.5 L liver
+    assert 1200 < m["parenchyma_volume_ml"] < 1800
+    tumour_and_margin_ml = 4 / 3 * np.pi * 25.0 ** 3 / 1000
+    assert 0.8 * tumour_and_margin_ml < m["removed_volume_ml"] < 3.0 * tumour_and_margin_ml
+    assert 80.0 < m["remnant_percent"] < 99.0
+    assert m["margin_achieved_mm"] >= m["margin_planned_mm"] == 10.0
+    assert m["margin_achieved_mm"] < 10.0 + 9.0 * np.sqrt(3)  # within one element diagonal
+    assert m["inverted_elements"] == 0
+    assert 0.0 < m["max_shift_mm"] < 30.0 and 0.0 < m["peak_strain"] < 1.0
+    for solve in ("preop", "postop"):
+        s = report.solver[solve]
+        assert s["converged"] and s["relative_residual"] <= 1e-6
+        assert s["residual_history"][-1] < 1e-3 * s["residual_history"][0]
+    assert report.model["fixed_nodes"] > 0 and report.model["materials"]["liver"]["youngs_kpa"] == 6.0
+
+
+def test_run_folder_contents(run_dir):
+    out, report = run_dir
+    for rel in ("ct.nii.gz", "labels.nii.gz", "labels.json", "dicom", "mesh/volume.vtu", "mesh/quality.json",
+                "mesh/surfaces/liver_tumor.vtp", "sim/model.vtu", "sim/preop.vtu", "sim/postop.vtu",
+                "sim/removed.vtu", "sim/cut_surface.vtp", "report.json", "report.html", "images/risk.png"):
+        assert (out / rel).exists(), rel
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3
+    assert f"{report.metrics['remnant_percent']:.1f} %" in html
+    quality = json.loads((out / "mesh" / "quality.json").read_text())
+    assert quality["inverted_elements"] == 0
+    assert abs(quality["regions"]["liver"]["error_percent"]) < 5.0
+
+
+def test_report_images_show_the_organ(run_dir):
+    import pyvista as pv
+
+    out, _ = run_dir
+    imgs = {n: np.asarray(pv.read(out / "images" / f"{n}.png").active_scalars) for n in ("deformation", "risk", "strain")}
+    for name, px in imgs.items():
+        rgb = px[:, :3].astype(int)
+        coloured = np.abs(rgb - rgb.mean(axis=1, keepdims=True)).sum(axis=1) > 60  # not white/grey
+        assert coloured.mean() > 0.03, f"{name}: organ not visible"
+    assert not np.array_equal(imgs["deformation"], imgs["strain"])
+
+
+def test_cli_run_view_report_simulate(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["run", "-o", str(out), "case.phantom.spacing_mm=4", "mesh=coarse", "report.images=false",
+               "procedure=resect_plane"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert str(out / "report.html") in printed and "remnant" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"]["margin_achieved_mm"] >= 10.0
+    assert (out / "config.yaml").read_text().count("resect_plane") >= 1
+    assert "surgtwin run" in (out / "surgtwin.log").read_text()
+
+    shot = tmp_path / "view.png"
+    assert main(["view", str(out), "--screenshot", str(shot), "--overlay", "risk"]) == 0
+    assert shot.stat().st_size > 10_000
+    assert main(["report", str(out), "report.image_size=[320,240]"]) == 0
+    assert (out / "images" / "strain.png").is_file()
+
+    sim = tmp_path / "sim"
+    assert main(["simulate", str(out / "mesh"), "--labels", str(out / "labels.nii.gz"), "-o", str(sim),
+                 "procedure=resect_tumor"]) == 0
+    again = json.loads((sim / "report.json").read_text())
+    assert again["metrics"]["organ_volume_ml"] == pytest.approx(report["metrics"]["organ_volume_ml"])
+    assert again["metrics"]["removed_volume_ml"] < report["metrics"]["removed_volume_ml"]  # sphere < plane

@@ -1,0 +1,69 @@
+"""Classical segmentation against ground truth: the phantom (exact labels) and the real CT reference."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from surgtwin.config import PhantomConfig, SegmentConfig
+from surgtwin.errors import ConfigError, InputError
+from surgtwin.phantom import make_phantom, phantom_truth
+from surgtwin.segment import segment
+from surgtwin.volume import LabelMap, Volume
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    cfg = PhantomConfig(spacing_mm=3.0)
+    volume, labels = make_phantom(cfg)
+    return cfg, volume, labels
+
+
+def test_threshold_body_and_bone_on_phantom(phantom):
+    _, volume, truth = phantom
+    seg = segment(volume, SegmentConfig(method="threshold"))
+    t, s = truth.array(), seg.array()
+    assert dice(s > 0, t > 0) > 0.97
+    bone_ids = truth.table.ids_in_category("bone")
+    assert dice(s == seg.table.id_of("bone"), np.isin(t, bone_ids)) > 0.75
+    fat = truth.table.id_of("subcutaneous_fat")
+    assert dice(s == fat, t == fat) > 0.8
+
+
+def test_seeded_liver_on_phantom(phantom):
+    cfg, volume, truth = phantom
+    centre = phantom_truth(cfg)["liver"]["center"]
+    seg = segment(volume, SegmentConfig(method="seeded", seeds={"liver": list(map(float, centre))}))
+    liver = truth.table.id_of("liver")
+    assert dice(seg.array() == liver, truth.array() == liver) > 0.9
+
+
+def test_body_on_real_ct_contains_the_reference_organs():
+    path = DATA / "ct_abdomen_3mm"
+    if not path.is_dir():
+        pytest.skip("shared real data not present")
+    volume = Volume.load(path / "ct.nii.gz")
+    seg = segment(volume, SegmentConfig(method="threshold"))
+    ref = LabelMap.load(path / "reference_seg.nii.gz").array()
+    inside = seg.array()[ref > 0] > 0
+    assert inside.mean() > 0.98
+    assert seg.volumes_ml()["body"] > 1000.0
+
+
+def test_segment_errors(phantom):
+    _, volume, _ = phantom
+    with pytest.raises(ConfigError, match="seeds"):
+        segment(volume, SegmentConfig(method="seeded"))
+    with pytest.raises(ConfigError, match="outside"):
+        segment(volume, SegmentConfig(method="seeded", seeds={"liver": [5000.0, 0.0, 0.0]}))
+    with pytest.raises(ConfigError, match="not available"):
+        segment(volume, SegmentConfig(method="magic"))
+    with pytest.raises(InputError, match="CT"):
+        segment(Volume(volume.image, modality="MR"), SegmentConfig())
