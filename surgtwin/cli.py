@@ -214,10 +214,12 @@ def main(argv=None) -> int:
             args.overrides.append(extra)
         else:
             parser.error(f"unrecognized argument: {extra}")
-    logging.basicConfig(level=logging.INFO if os.environ.get("SURGTWIN_VERBOSE") else logging.WARNING,
-                        format="%(levelname)s %(message)s")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    console.setLevel(logging.INFO if os.environ.get("SURGTWIN_VERBOSE") else logging.WARNING)
+    log.addHandler(console)
+    log.propagate = False
     log.setLevel(logging.INFO)
-    os.environ.setdefault("PYVISTA_OFF_SCREEN", "false")
     try:
         from .compose import compose_run_config
 
@@ -229,6 +231,8 @@ def main(argv=None) -> int:
         import warp as wp
 
         wp.config.quiet = True
+        if not os.environ.get("SURGTWIN_VERBOSE"):
+            wp.config.log_level = wp.LOG_WARNING
         COMMANDS[args.command](args, cfg, yaml_text)
     except SurgtwinError as exc:
         print(f"surgtwin {args.command}: error: {exc}", file=sys.stderr)
@@ -239,6 +243,19 @@ def main(argv=None) -> int:
     except MemoryError:
         print(f"surgtwin {args.command}: error: out of memory (try a coarser mesh.size_mm)", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"surgtwin {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: still one line, the traceback only on request
+        if os.environ.get("SURGTWIN_DEBUG"):
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"surgtwin {args.command}: internal error: {type(exc).__name__}: {msg} "
+              f"(set SURGTWIN_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    finally:
+        log.removeHandler(console)
     return 0
 
 

@@ -43,12 +43,13 @@ def build_scene(plotter, run: Path, overlay: str = "shift_mm", *, report: RiskRe
     shell = post.extract_surface(algorithm="dataset_surface")
     if overlay == "max_principal_strain":
         plotter.add_mesh(shell, scalars="max_principal_strain", cmap="inferno", preference="cell",
-                         scalar_bar_args={"title": "max principal strain"}, smooth_shading=False)
+                         clim=[0.0, max(float(shell.cell_data["max_principal_strain"].max()), 1e-6)],
+                         scalar_bar_args={"title": "max principal strain", "fmt": "%.2f"})
     elif overlay == "risk":
         plotter.add_mesh(shell, color="#d9a38c", opacity=0.25)
         plotter.add_mesh(cut, color="#f2c14e", opacity=0.9, label="resection surface")
     else:
-        plotter.add_mesh(shell, scalars="shift_mm", cmap="viridis", scalar_bar_args={"title": "shift after resection [mm]"})
+        plotter.add_mesh(shell, scalars="shift_mm", cmap="viridis", scalar_bar_args={"title": "shift after resection [mm]", "fmt": "%.1f"})
     if removed.n_cells:
         plotter.add_mesh(removed.extract_surface(algorithm="dataset_surface"), color="#999999", opacity=0.15)
     for name, path in f["surfaces"].items():
@@ -60,18 +61,19 @@ def build_scene(plotter, run: Path, overlay: str = "shift_mm", *, report: RiskRe
         plotter.add_mesh(mesh, color=color, opacity=0.9 if overlay == "risk" else 0.5)
     if overlay == "risk" and report is not None:
         for v in report.vessels:
-            plotter.add_mesh(pv.Sphere(radius=max(2.5, v["diameter_mm"] / 2 + 1.5), center=v["centroid_mm"]),
+            plotter.add_mesh(pv.Sphere(radius=max(4.0, v["diameter_mm"] / 2 + 2.0), center=v["centroid_mm"]),
                              color=RISK_COLORS[v["risk"]])
         if report.vessels:
             pts = np.array([v["centroid_mm"] for v in report.vessels])
             plotter.add_point_labels(pts, [f"{v['diameter_mm']:.1f} mm" for v in report.vessels], font_size=14,
-                                     point_size=1, shape_opacity=0.6)
+                                     point_size=1, shape_opacity=0.6, always_visible=True)
     plotter.camera_position = "xz"
     plotter.camera.azimuth = 0
     plotter.camera.up = (0, 0, 1)
     plotter.camera.position = tuple(np.array(shell.center) + np.array([0.0, -3.0 * shell.length, 0.0]))
     plotter.camera.focal_point = shell.center
     plotter.reset_camera()
+    plotter.camera.zoom(1.35)
     plotter.add_text("anterior view (patient right on the left)", font_size=9, position="lower_left")
     return shell
 
