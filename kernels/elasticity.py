@@ -51,7 +51,7 @@ def snh_stress(f: wp.mat33d, mu: wp.float64, lam: wp.float64):
     """First Piola-Kirchhoff stress P = dPsi/dF."""
     alpha = wp.float64(1.0) + mu / lam
     j = wp.determinant(f)
-    return mu * f + lam * (j - wp.float64(1.0)) * cofactor(f)
+    return mu * f + lam * (j - alpha) * cofactor(f)
 
 
 @wp.func

@@ -1,0 +1,200 @@
+"""Meshing (surgtwin.mesh): Kuhn-grid tet meshes and surfaces from a real liver and the phantom."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import SimpleITK as sitk
+
+from surgtwin.config import PhantomConfig
+from surgtwin.errors import InputError, LabelError, MeshError
+from surgtwin.labels import Label, LabelTable
+from surgtwin.mesh import SurfaceMesh, TetMesh, boundary_faces, distance_to_labels_mm
+from surgtwin.phantom import make_phantom
+from surgtwin.volume import LabelMap
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+HEPATIC = ["liver", "liver_tumor", "hepatic_vein", "portal_vein_and_splenic_vein"]
+
+
+@pytest.fixture(scope="module")
+def real_liver():
+    path = DATA / "ct_abdomen_3mm" / "reference_seg.nii.gz"
+    if not path.is_file():
+        pytest.skip(f"real test data not found: {path}")
+    lm = LabelMap.load(path)
+    return lm, TetMesh.from_labelmap(lm, ["liver"], size_mm=5.0)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    _, lm = make_phantom(PhantomConfig(spacing_mm=4.0))
+    return lm, TetMesh.from_labelmap(lm, HEPATIC, size_mm=8.0, organ="liver")
+
+
+def _face_components(tets: np.ndarray) -> int:
+    """Number of face-connected components (independent of the mesher's own check)."""
+    faces = np.sort(np.concatenate([tets[:, [0, 1, 2]], tets[:, [0, 1, 3]], tets[:, [0, 2, 3]], tets[:, [1, 2, 3]]]), 1)
+    owner = np.tile(np.arange(len(tets)), 4)
+    _, inv = np.unique(faces, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    order = np.argsort(inv, kind="stable")
+    same = inv[order][1:] == inv[order][:-1]
+    a, b = owner[order][:-1][same], owner[order][1:][same]
+    g = sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(len(tets), len(tets)))
+    return sp.csgraph.connected_components(g, directed=False)[0]
+
+
+def _label_centroid_mm(lm: LabelMap, label_id: int) -> np.ndarray:
+    zyx = np.argwhere(lm.array() == label_id)
+    img = lm.image
+    pts = [img.TransformContinuousIndexToPhysicalPoint([float(i), float(j), float(k)]) for k, j, i in zyx[::7]]
+    return np.mean(pts, axis=0)
+
+
+def test_real_liver_mesh(real_liver, tmp_path):
+    lm, mesh = real_liver
+    label_ml = lm.volumes_ml()["liver"]                          # 1043.1 mL
+    vols = mesh.volumes_ml()
+    assert set(vols) == {"liver"}
+    assert vols["liver"] == pytest.approx(label_ml, rel=0.03)     # measured +0.3 %
+    tv = mesh.tet_volumes_mm3()
+    assert (tv > 0).all()                                          # no inverted (or flat) tets
+    assert tv.min() == pytest.approx(5.0 ** 3 / 6, rel=1e-6)      # every tet is 1/6 of a 5 mm cube
+    assert _face_components(mesh.tets) == 1
+    assert mesh.grid.connectivity().cell_data["RegionId"].max() == 0
+    assert mesh.grid.n_cells > 40000
+    # physical placement (LPS, this image has a flipped x/y direction): centroids agree
+    cent = np.average(mesh.points[mesh.tets].mean(1), axis=0, weights=tv)
+    assert np.linalg.norm(cent - _label_centroid_mm(lm, 5)) < 2.0
+
+    path = mesh.save(tmp_path / "liver.vtu")
+    back = TetMesh.load(path)
+    assert back.grid.n_cells == mesh.grid.n_cells and np.allclose(back.points, mesh.points)
+    assert np.array_equal(back.labels, mesh.labels) and np.array_equal(back.tets, mesh.tets)
+    assert back.table.name_of(5) == "liver" and back.volumes_ml() == pytest.approx(vols)
+    assert str(back.grid.field_data["mesher"][0]) == "surgtwin-kuhn-grid"
+    assert float(back.grid.field_data["size_mm"][0]) == 5.0
+    assert [p.name for p in tmp_path.iterdir()] == ["liver.vtu"]   # atomic write: no temp file left
+
+
+def test_vtu_round_trip_keeps_custom_label_names(tmp_path):
+    pts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]], float)
+    tets = np.array([[0, 1, 2, 3], [1, 2, 3, 4]])
+    table = LabelTable({5: Label(5, "leber"), 300: Label(300, "herd", "lesion")})
+    mesh = TetMesh.from_arrays(pts, tets, [5, 300], table)
+    back = TetMesh.load(mesh.save(tmp_path / "m.vtu"))
+    assert back.labels.tolist() == [5, 300]
+    assert back.table.name_of(5) == "leber" and back.table.name_of(300) == "herd"
+    assert set(back.volumes_ml()) == {"leber", "herd"}
+    with pytest.raises(InputError):
+        mesh.save(tmp_path / "m.stl")
+    with pytest.raises(InputError):
+        TetMesh.load(tmp_path / "missing.vtu")
+    (tmp_path / "junk.vtu").write_text("not a mesh")
+    with pytest.raises(InputError):
+        TetMesh.load(tmp_path / "junk.vtu")
+
+
+def test_phantom_regions_and_volumes(phantom):
+    lm, mesh = phantom
+    lv, mv = lm.volumes_ml(), mesh.volumes_ml()
+    assert set(mv) == set(HEPATIC)                                 # tumour and both vessel trees are regions
+    assert mv["liver_tumor"] == pytest.approx(lv["liver_tumor"], rel=0.15)   # 14.3 mL, measured +5 %
+    assert mv["liver"] == pytest.approx(lv["liver"], rel=0.05)    # 1413 mL, measured -0.7 %
+    union_labels = sum(lv[n] for n in HEPATIC)
+    assert sum(mv.values()) == pytest.approx(union_labels, rel=0.05)  # 1473 mL, measured -1.0 %
+    assert (mesh.tet_volumes_mm3() > 0).all()
+    assert _face_components(mesh.tets) == 1
+    # the tumour is a conforming region inside the liver: it has no face on the outer surface
+    outer = np.unique(mesh.boundary_faces())
+    tumour_nodes = np.unique(mesh.tets[mesh.labels == lm.table.id_of("liver_tumor")])
+    assert not np.isin(tumour_nodes, outer).any()
+
+
+def test_vessels_outside_envelope_dropped(phantom):
+    lm, mesh = phantom
+    pv_id = lm.table.id_of("portal_vein_and_splenic_vein")
+    cent = mesh.points[mesh.tets].mean(1)
+    d = distance_to_labels_mm(lm, "liver", cent[mesh.labels == pv_id])
+    assert len(d) > 100
+    assert d.max() <= 10.0                                        # measured 5.7 mm at 8 mm elements
+    # without the organ envelope the splenic vein, far outside the liver, is meshed too
+    loose = TetMesh.from_labelmap(lm, HEPATIC, size_mm=8.0)
+    cent = loose.points[loose.tets].mean(1)
+    assert distance_to_labels_mm(lm, "liver", cent[loose.labels == pv_id]).max() > 20.0
+    assert loose.volumes_ml()["portal_vein_and_splenic_vein"] > mesh.volumes_ml()["portal_vein_and_splenic_vein"]
+
+
+def test_phantom_liver_surface(phantom):
+    lm, _ = phantom
+    label_ml = lm.volumes_ml()["liver"]
+    for iters in (0, 20):
+        surf = SurfaceMesh.from_labelmap(lm, "liver", smoothing_iterations=iters)
+        assert surf.mesh.n_open_edges == 0                         # closed
+        assert surf.volume_ml == pytest.approx(label_ml, rel=0.03)  # measured 0.0 % and -0.4 %
+        assert surf.label == 5 and surf.name == "liver"
+    lo, hi = np.array(surf.mesh.bounds).reshape(3, 2).T
+    zyx = np.argwhere(lm.mask("liver"))
+    img = lm.image
+    vlo = np.array(img.TransformIndexToPhysicalPoint([int(v) for v in zyx.min(0)[::-1]]))
+    vhi = np.array(img.TransformIndexToPhysicalPoint([int(v) for v in zyx.max(0)[::-1]]))
+    assert np.allclose(lo, vlo, atol=4.0) and np.allclose(hi, vhi, atol=4.0)  # in physical mm
+
+
+def test_real_liver_surface(real_liver, tmp_path):
+    lm, _ = real_liver
+    surf = SurfaceMesh.from_labelmap(lm, "liver", smoothing_iterations=0)
+    assert surf.volume_ml == pytest.approx(lm.volumes_ml()["liver"], rel=0.03)
+    path = surf.save(tmp_path / "liver.vtp")
+    back = SurfaceMesh.load(path, label=5, name="liver")
+    assert back.mesh.n_cells == surf.mesh.n_cells and back.volume_ml == pytest.approx(surf.volume_ml)
+    with pytest.raises(InputError):
+        surf.save(tmp_path / "liver.vtu")
+
+
+def test_absent_structure_named(real_liver, phantom):
+    lm, _ = real_liver
+    with pytest.raises(LabelError, match="liver_tumor"):
+        TetMesh.from_labelmap(lm, ["liver_tumor"], size_mm=9.0)
+    with pytest.raises(LabelError, match="liver_tumor"):
+        SurfaceMesh.from_labelmap(lm, "liver_tumor")
+    with pytest.raises(LabelError, match="no_such_organ"):
+        TetMesh.from_labelmap(lm, ["no_such_organ"], size_mm=9.0)
+    plm, _ = phantom
+    with pytest.raises(MeshError):
+        TetMesh.from_labelmap(plm, ["liver"], size_mm=0.0)
+
+
+def test_boundary_faces_single_tet():
+    pts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
+    tet = np.array([[0, 1, 2, 3]])
+    faces = boundary_faces(tet)
+    assert faces.shape == (4, 3)
+    assert {tuple(sorted(f)) for f in faces} == {(1, 2, 3), (0, 2, 3), (0, 1, 3), (0, 1, 2)}
+    centre = pts.mean(0)
+    for f in faces:
+        n = np.cross(pts[f[1]] - pts[f[0]], pts[f[2]] - pts[f[0]])
+        assert n @ (pts[f].mean(0) - centre) > 0                   # outward
+    # two tets sharing a face: the shared face is interior
+    assert len(boundary_faces(np.array([[0, 1, 2, 3], [1, 2, 3, 4]]))) == 6
+
+
+def test_boundary_of_kuhn_cube_is_closed_and_outward():
+    from surgtwin.sim.blocks import box_mesh
+
+    pts, tets = box_mesh(2, (2.0, 3.0, 4.0))
+    mesh = TetMesh.from_arrays(pts, tets, np.full(len(tets), 5), LabelTable.default())
+    faces = mesh.boundary_faces()
+    assert len(faces) == 6 * 4 * 2                                 # 6 sides x 4 squares x 2 triangles
+    a, b, c = pts[faces[:, 0]], pts[faces[:, 1]], pts[faces[:, 2]]
+    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1).sum()
+    assert area == pytest.approx(2 * (2 * 3 + 3 * 4 + 2 * 4))
+    # divergence theorem with outward faces gives the box volume
+    signed = np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0
+    assert signed == pytest.approx(24.0)
+    assert mesh.volumes_ml() == {"liver": pytest.approx(0.024)}
+    sub = mesh.boundary_faces(mesh.tets[:, 0] == 0)                # a subset: still a closed surface
+    assert len(sub) > 0 and len(sub) % 2 == 0
