@@ -35,7 +35,7 @@ class CaseConfig:
 class SegmentConfig:
     method: str = "threshold"        # threshold | seeded
     seeds: dict = field(default_factory=dict)   # name -> [x, y, z] physical mm (LPS)
-    seed_radius_mm: float = 4.0
+    seed_radius_mm: float = 8.0     # neighbourhood that sets the intensity window
     confidence_multiplier: float = 2.5
 
 
