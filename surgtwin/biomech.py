@@ -116,3 +116,31 @@ def load_model(path: str | Path) -> ModelSpec:
                      grid.cell_data["poisson"], grid.cell_data["density_kg_m3"], grid.point_data["fixed"].astype(bool),
                      grid.point_data["spring_n_per_m"], gravity=gravity,
                      alive=grid.cell_data["alive"].astype(bool) if "alive" in grid.cell_data else None)
+
+
+def save_state(spec: ModelSpec, positions_m: np.ndarray, path: str | Path) -> Path:
+    """A State as VTU: deformed node positions [mm] with ``displacement_mm`` and the element mask."""
+    positions_m = np.asarray(positions_m, dtype=np.float64)
+    if positions_m.shape != spec.points.shape:
+        raise InputError(f"state has {len(positions_m)} nodes, the model {len(spec.points)}")
+    cells = np.hstack([np.full((len(spec.tets), 1), 4), spec.tets]).ravel()
+    grid = pv.UnstructuredGrid(cells, np.full(len(spec.tets), pv.CellType.TETRA, np.uint8), positions_m / MM)
+    grid.point_data["displacement_mm"] = (positions_m - spec.points) / MM
+    grid.cell_data["alive"] = spec.alive.astype(np.uint8)
+    with atomic_path(path) as tmp:
+        grid.save(tmp)
+    return Path(path)
+
+
+def load_state(path: str | Path, spec: ModelSpec | None = None) -> np.ndarray:
+    """Node positions [m] of a saved State (checked against ``spec`` when given)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such state file: {path}")
+    grid = pv.read(path)
+    if "displacement_mm" not in grid.point_data:
+        raise InputError(f"{path.name}: not a surgtwin state (no displacement_mm)")
+    x = np.asarray(grid.points, dtype=np.float64) * MM
+    if spec is not None and x.shape != spec.points.shape:
+        raise InputError(f"{path.name}: {len(x)} nodes, the model has {len(spec.points)}")
+    return x

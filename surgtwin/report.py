@@ -38,6 +38,8 @@ def build_scene(plotter, run: Path, overlay: str = "shift_mm", *, report: RiskRe
 
     f = _scene_files(run)
     post = pv.read(f["postop"])
+    if "alive" in post.cell_data:
+        post = post.extract_cells(np.flatnonzero(post.cell_data["alive"]))
     removed = pv.read(f["removed"])
     cut = pv.read(f["cut"])
     shell = post.extract_surface(algorithm="dataset_surface")

@@ -45,7 +45,8 @@ class Rehearsal:
         return np.unique(self.mesh.tets[~self.resection.removed])
 
     def save(self, folder: str | Path) -> dict:
-        """Write model.vtu/json, preop.vtu, postop.vtu (remnant), removed.vtu, cut_surface.vtp."""
+        """Write model.vtu/json, the States preop.vtu and postop.vtu (cell array ``alive`` marks the
+        remnant; both load with ``biomech.load_state``), removed.vtu and cut_surface.vtp."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         files = {"model": save_model(self.spec, folder / "model.vtu")}
@@ -55,8 +56,10 @@ class Rehearsal:
         post.point_data["shift_mm"] = np.linalg.norm(self.postop_mm - self.preop_mm, axis=1)
         post.cell_data["volume_ratio"] = self.postop_jacobian
         keep = ~self.resection.removed
+        pre.cell_data["alive"] = np.ones(len(keep), np.uint8)
+        post.cell_data["alive"] = keep.astype(np.uint8)  # the post-op State: all nodes, removed cells dead
         files["preop"] = _save(pre, folder / "preop.vtu")
-        files["postop"] = _save(post.extract_cells(np.flatnonzero(keep)), folder / "postop.vtu")
+        files["postop"] = _save(post, folder / "postop.vtu")
         files["removed"] = _save(pre.extract_cells(np.flatnonzero(~keep)), folder / "removed.vtu")
         cut = self.resection.cut_faces
         surf = pv.PolyData(self.postop_mm, np.hstack([np.full((len(cut), 1), 3), cut]).ravel()).clean()

@@ -101,3 +101,21 @@ def test_cli_run_view_report_simulate(tmp_path, capsys):
     again = json.loads((sim / "report.json").read_text())
     assert again["metrics"]["organ_volume_ml"] == pytest.approx(report["metrics"]["organ_volume_ml"])
     assert again["metrics"]["removed_volume_ml"] < report["metrics"]["removed_volume_ml"]  # sphere < plane
+
+
+def test_saved_model_and_state_reload_in_equilibrium(run_dir):
+    """Model and post-op State written by the run reload into a solve that is already converged."""
+    from surgtwin.biomech import load_model, load_state
+    from surgtwin.sim import StaticSolver
+
+    out, report = run_dir
+    spec = load_model(out / "sim" / "model.vtu")
+    assert spec.alive.sum() < len(spec.alive)  # the saved model is the remnant's
+    x = load_state(out / "sim" / "postop.vtu", spec)
+    model = spec.finalize("cpu")
+    solver = StaticSolver(model, tol=1e-6)
+    rep = solver.solve(model.state(x))
+    assert rep.newton_iterations <= 1 and rep.relative_residual <= 1e-6
+    pre = load_state(out / "sim" / "preop.vtu", spec)
+    shift_mm = np.linalg.norm(x - pre, axis=1).max() * 1e3
+    assert shift_mm == pytest.approx(report.metrics["max_shift_mm"], rel=1e-6)
