@@ -230,7 +230,6 @@ def main(argv=None) -> int:
         cfg, yaml_text = compose_run_config(overrides)
         import warp as wp
 
-        wp.config.quiet = True
         if not os.environ.get("SURGTWIN_VERBOSE"):
             wp.config.log_level = wp.LOG_WARNING
         COMMANDS[args.command](args, cfg, yaml_text)

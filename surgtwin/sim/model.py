@@ -95,7 +95,7 @@ class Model:
         np.add.at(mass, live.ravel(), np.repeat(vol[spec.alive] * spec.density[spec.alive] / 4.0, 4))
         used = np.zeros(n, bool)
         used[live.ravel()] = True
-        free = (~spec.fixed)
+        free = (~spec.fixed) & used
         if not free.any():
             raise MeshError("every node is fixed: nothing to simulate")
         self.rest_volume = np.where(spec.alive, vol, 0.0)

@@ -137,11 +137,11 @@ class StaticSolver:
                 return SolveReport(True, it, cg_total, rnorm, rnorm / ext, history)
             if it == self.newton_max_iter:
                 break
-            cg_it, neg = self._pcg(x, f)
+            cg_it, _ = self._pcg(x, f)
             cg_total += cg_it
             slope = self._dot(f, self._dx)
-            if neg and cg_it <= 1 or slope <= 0.0:
-                # no usable Newton direction: fall back to the preconditioned residual
+            if slope <= 0.0:
+                # no descent direction (negative curvature from the start): use the preconditioned residual
                 self._launch_nodes(kl.cg_start, [f, m.free, self._minv, self._trial, self._dx, self._p, self._rz])
                 slope = self._dot(f, self._dx)
             if not self._line_search(x, gravity_scale, slope):
