@@ -10,6 +10,18 @@ Units: whatever the caller uses consistently (surgtwin.sim uses SI: m, Pa, kg).
 import warp as wp
 
 
+@wp.struct
+class TetModel:
+    """The element arrays of a Model: topology, rest shape inverse, rest volume, materials, alive mask."""
+
+    tets: wp.array(dtype=wp.vec4i)
+    dm_inv: wp.array(dtype=wp.mat33d)
+    vol: wp.array(dtype=wp.float64)
+    mu: wp.array(dtype=wp.float64)
+    lam: wp.array(dtype=wp.float64)  # stable Neo-Hookean lambda (= Lame lambda + mu)
+    alive: wp.array(dtype=wp.int32)
+
+
 @wp.func
 def deformation_gradient(x: wp.array(dtype=wp.vec3d), t: wp.vec4i, dm_inv: wp.mat33d):
     x0 = x[t[0]]
@@ -71,64 +83,52 @@ def node_gradient(dm_inv: wp.mat33d, a: int):
 
 
 @wp.kernel
-def eval_tet_energy(x: wp.array(dtype=wp.vec3d), tets: wp.array(dtype=wp.vec4i),
-                    dm_inv: wp.array(dtype=wp.mat33d), vol: wp.array(dtype=wp.float64),
-                    mu: wp.array(dtype=wp.float64), lam: wp.array(dtype=wp.float64),
-                    alive: wp.array(dtype=wp.int32), energy: wp.array(dtype=wp.float64)):
+def eval_tet_energy(m: TetModel, x: wp.array(dtype=wp.vec3d), energy: wp.array(dtype=wp.float64)):
     e = wp.tid()
-    if alive[e] == 0:
+    if m.alive[e] == 0:
         return
-    f = deformation_gradient(x, tets[e], dm_inv[e])
-    wp.atomic_add(energy, 0, vol[e] * snh_energy_density(f, mu[e], lam[e]))
+    f = deformation_gradient(x, m.tets[e], m.dm_inv[e])
+    wp.atomic_add(energy, 0, m.vol[e] * snh_energy_density(f, m.mu[e], m.lam[e]))
 
 
 @wp.kernel
-def eval_tet_forces(x: wp.array(dtype=wp.vec3d), tets: wp.array(dtype=wp.vec4i),
-                    dm_inv: wp.array(dtype=wp.mat33d), vol: wp.array(dtype=wp.float64),
-                    mu: wp.array(dtype=wp.float64), lam: wp.array(dtype=wp.float64),
-                    alive: wp.array(dtype=wp.int32), forces: wp.array(dtype=wp.vec3d)):
+def eval_tet_forces(m: TetModel, x: wp.array(dtype=wp.vec3d), forces: wp.array(dtype=wp.vec3d)):
     """forces[a] += -vol P g_a (internal elastic force, accumulated)."""
     e = wp.tid()
-    if alive[e] == 0:
+    if m.alive[e] == 0:
         return
-    t = tets[e]
-    dmi = dm_inv[e]
-    p = snh_stress(deformation_gradient(x, t, dmi), mu[e], lam[e])
+    t = m.tets[e]
+    dmi = m.dm_inv[e]
+    p = snh_stress(deformation_gradient(x, t, dmi), m.mu[e], m.lam[e])
     for a in range(4):
-        wp.atomic_add(forces, t[a], -vol[e] * (p @ node_gradient(dmi, a)))
+        wp.atomic_add(forces, t[a], -m.vol[e] * (p @ node_gradient(dmi, a)))
 
 
 @wp.kernel
-def eval_tet_hessian_product(x: wp.array(dtype=wp.vec3d), tets: wp.array(dtype=wp.vec4i),
-                             dm_inv: wp.array(dtype=wp.mat33d), vol: wp.array(dtype=wp.float64),
-                             mu: wp.array(dtype=wp.float64), lam: wp.array(dtype=wp.float64),
-                             alive: wp.array(dtype=wp.int32), dx: wp.array(dtype=wp.vec3d),
+def eval_tet_hessian_product(m: TetModel, x: wp.array(dtype=wp.vec3d), dx: wp.array(dtype=wp.vec3d),
                              out: wp.array(dtype=wp.vec3d)):
     """out += K(x) dx, K the tangent stiffness (Hessian of the elastic energy)."""
     e = wp.tid()
-    if alive[e] == 0:
+    if m.alive[e] == 0:
         return
-    t = tets[e]
-    dmi = dm_inv[e]
+    t = m.tets[e]
+    dmi = m.dm_inv[e]
     f = deformation_gradient(x, t, dmi)
     d0 = dx[t[0]]
     dds = wp.matrix_from_cols(dx[t[1]] - d0, dx[t[2]] - d0, dx[t[3]] - d0)
-    dp = snh_stress_differential(f, dds @ dmi, mu[e], lam[e])
+    dp = snh_stress_differential(f, dds @ dmi, m.mu[e], m.lam[e])
     for a in range(4):
-        wp.atomic_add(out, t[a], vol[e] * (dp @ node_gradient(dmi, a)))
+        wp.atomic_add(out, t[a], m.vol[e] * (dp @ node_gradient(dmi, a)))
 
 
 @wp.kernel
-def eval_tet_hessian_diagonal(x: wp.array(dtype=wp.vec3d), tets: wp.array(dtype=wp.vec4i),
-                              dm_inv: wp.array(dtype=wp.mat33d), vol: wp.array(dtype=wp.float64),
-                              mu: wp.array(dtype=wp.float64), lam: wp.array(dtype=wp.float64),
-                              alive: wp.array(dtype=wp.int32), diag: wp.array(dtype=wp.vec3d)):
+def eval_tet_hessian_diagonal(m: TetModel, x: wp.array(dtype=wp.vec3d), diag: wp.array(dtype=wp.vec3d)):
     """diag[a] += diagonal of the element tangent (for Jacobi preconditioning), clamped >= 0."""
     e = wp.tid()
-    if alive[e] == 0:
+    if m.alive[e] == 0:
         return
-    t = tets[e]
-    dmi = dm_inv[e]
+    t = m.tets[e]
+    dmi = m.dm_inv[e]
     f = deformation_gradient(x, t, dmi)
     for a in range(4):
         g = node_gradient(dmi, a)
@@ -137,21 +137,20 @@ def eval_tet_hessian_diagonal(x: wp.array(dtype=wp.vec3d), tets: wp.array(dtype=
             ei = wp.vec3d()
             ei[i] = wp.float64(1.0)
             df = wp.outer(ei, g)
-            d[i] = wp.max(vol[e] * wp.ddot(snh_stress_differential(f, df, mu[e], lam[e]), df), wp.float64(0.0))
+            d[i] = wp.max(m.vol[e] * wp.ddot(snh_stress_differential(f, df, m.mu[e], m.lam[e]), df), wp.float64(0.0))
         wp.atomic_add(diag, t[a], d)
 
 
 @wp.kernel
-def eval_tet_strain(x: wp.array(dtype=wp.vec3d), tets: wp.array(dtype=wp.vec4i),
-                    dm_inv: wp.array(dtype=wp.mat33d), alive: wp.array(dtype=wp.int32),
-                    max_principal: wp.array(dtype=wp.float64), jacobian: wp.array(dtype=wp.float64)):
+def eval_tet_strain(m: TetModel, x: wp.array(dtype=wp.vec3d), max_principal: wp.array(dtype=wp.float64),
+                    jacobian: wp.array(dtype=wp.float64)):
     """Max principal Green-Lagrange strain and volume ratio J per element (0 and 1 for dead ones)."""
     e = wp.tid()
-    if alive[e] == 0:
+    if m.alive[e] == 0:
         max_principal[e] = wp.float64(0.0)
         jacobian[e] = wp.float64(1.0)
         return
-    f = deformation_gradient(x, tets[e], dm_inv[e])
+    f = deformation_gradient(x, m.tets[e], m.dm_inv[e])
     green = wp.float64(0.5) * (wp.transpose(f) @ f - wp.identity(n=3, dtype=wp.float64))
     q, ev = wp.eig3(green)
     max_principal[e] = wp.max(ev[0], wp.max(ev[1], ev[2]))

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import warp as wp
 
+from kernels.elasticity import TetModel
+
 from ..errors import MeshError
 
 
@@ -105,12 +107,13 @@ class Model:
         self.tet_count = int(spec.alive.sum())
         self.node_count = n
         d = self.device
-        self.tets = wp.array(spec.tets, dtype=wp.vec4i, device=d)
-        self.dm_inv = wp.array(dm_inv, dtype=wp.mat33d, device=d)
-        self.vol = wp.array(self.rest_volume, dtype=wp.float64, device=d)
-        self.mu = wp.array(mu, dtype=wp.float64, device=d)
-        self.lam = wp.array(lam + mu, dtype=wp.float64, device=d)  # stable Neo-Hookean lambda
-        self.alive = wp.array(spec.alive.astype(np.int32), dtype=wp.int32, device=d)
+        self.elements = TetModel()
+        self.elements.tets = wp.array(spec.tets, dtype=wp.vec4i, device=d)
+        self.elements.dm_inv = wp.array(dm_inv, dtype=wp.mat33d, device=d)
+        self.elements.vol = wp.array(self.rest_volume, dtype=wp.float64, device=d)
+        self.elements.mu = wp.array(mu, dtype=wp.float64, device=d)
+        self.elements.lam = wp.array(lam + mu, dtype=wp.float64, device=d)  # stable Neo-Hookean lambda
+        self.elements.alive = wp.array(spec.alive.astype(np.int32), dtype=wp.int32, device=d)
         self.mass = wp.array(mass, dtype=wp.float64, device=d)
         self.free = wp.array(free.astype(np.float64), dtype=wp.float64, device=d)
         self.spring_k = wp.array(np.where(used, spec.spring_k, 0.0), dtype=wp.float64, device=d)

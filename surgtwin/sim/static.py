@@ -54,12 +54,8 @@ class StaticSolver:
         self._flag = wp.zeros(1, dtype=wp.int32, device=d)
 
     # -- launch helpers (one place that unpacks the model into kernel arguments) --
-    def _tet_args(self, x):
-        m = self.model
-        return [x, m.tets, m.dm_inv, m.vol, m.mu, m.lam, m.alive]
-
     def _launch_tets(self, kernel, x, *extra):
-        wp.launch(kernel, dim=len(self.model.spec.tets), inputs=self._tet_args(x) + list(extra),
+        wp.launch(kernel, dim=len(self.model.spec.tets), inputs=[self.model.elements, x, *extra],
                   device=self.model.device)
 
     def _launch_nodes(self, kernel, inputs):
@@ -186,6 +182,5 @@ def element_strain(model: Model, state: State) -> tuple[np.ndarray, np.ndarray]:
     n = len(model.spec.tets)
     strain = wp.zeros(n, dtype=wp.float64, device=model.device)
     jac = wp.zeros(n, dtype=wp.float64, device=model.device)
-    wp.launch(ke.eval_tet_strain, dim=n, inputs=[state.x, model.tets, model.dm_inv, model.alive, strain, jac],
-              device=model.device)
+    wp.launch(ke.eval_tet_strain, dim=n, inputs=[model.elements, state.x, strain, jac], device=model.device)
     return strain.numpy(), jac.numpy()
