@@ -28,29 +28,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"surgtwin {__import__('surgtwin').__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name, help_, *, out_help="run folder (default runs/<command>-<time>)"):
+    def add(name, help_, *, inputs=(), out=True, overrides=True):
+        """A subcommand: positional inputs first, then -o/--out and key=value overrides."""
         sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        sp.add_argument("-o", "--out", type=Path, default=None, help=out_help)
-        sp.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="Hydra config overrides")
+        for arg, arg_help in inputs:
+            sp.add_argument(arg, type=Path, help=arg_help)
+        if out:
+            sp.add_argument("-o", "--out", type=Path, default=None, help="run folder (default runs/<command>-<time>)")
+        if overrides:
+            sp.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="Hydra config overrides")
         return sp
 
     sp = add("run", "end to end: image (default: built-in phantom) -> labels -> mesh -> resection -> report")
     sp.add_argument("--image", type=Path, help="CT file (.nii.gz/.nrrd/.mha) or DICOM folder; default: phantom")
     sp.add_argument("--labels", type=Path, help="label map for --image (TotalSegmentator/Slicer); default: segment")
     add("phantom", "write the synthetic abdominal CT phantom (NIfTI + DICOM) with its ground-truth labels")
-    sp = add("segment", "segment a CT into a label map (classical methods, no downloaded weights)")
-    sp.add_argument("image", type=Path, help="CT file or DICOM folder")
-    sp = add("mesh", "label map -> organ surfaces (VTP) and a tagged tetrahedral mesh (volume.vtu)")
-    sp.add_argument("labels", type=Path, help="label map (.nii.gz/.nrrd/.mha) with labels.json or default ids")
-    sp = add("simulate", "rehearse the procedure on a mesh: pre-op equilibrium, resection, remnant; writes report.json")
-    sp.add_argument("mesh", type=Path, help="volume.vtu from 'surgtwin mesh', or a mesh folder")
+    add("segment", "segment a CT into a label map (classical methods, no downloaded weights)",
+        inputs=[("image", "CT file or DICOM folder")])
+    add("mesh", "label map -> organ surfaces (VTP) and a tagged tetrahedral mesh (volume.vtu)",
+        inputs=[("labels", "label map (.nii.gz/.nrrd/.mha) with labels.json beside it, or default ids")])
+    sp = add("simulate", "rehearse the procedure on a mesh: pre-op equilibrium, resection, remnant; writes report.json",
+             inputs=[("mesh", "volume.vtu from 'surgtwin mesh', or a mesh folder")])
     sp.add_argument("--labels", type=Path, help="label map the mesh came from (for boundary.fix_near)")
-    sp = sub.add_parser("report", help="(re)render report.html and images of a simulated run folder")
-    sp.add_argument("run", type=Path)
-    sp.add_argument("overrides", nargs="*", default=[], metavar="key=value")
-    sp = sub.add_parser("view", help="open a 3D window on a run folder (or write a screenshot off-screen)")
-    sp.add_argument("run", type=Path)
+    add("report", "(re)render report.html and images of a simulated run folder (report.* overrides apply)",
+        inputs=[("run", "run folder from 'surgtwin run' or 'surgtwin simulate'")], out=False)
+    sp = add("view", "open a 3D window on a run folder with the deformation or risk overlay "
+             "(or write a screenshot off-screen)", inputs=[("run", "run folder")], out=False, overrides=False)
     sp.add_argument("--overlay", choices=["shift_mm", "risk", "max_principal_strain"], default="shift_mm")
     sp.add_argument("--screenshot", type=Path, help="render off-screen to this PNG instead of opening a window")
     sp = add("bench", "solver speed table (printed) and JSON: force/tangent kernels and a full static solve")
@@ -206,6 +210,27 @@ COMMANDS = {"run": cmd_run, "phantom": cmd_phantom, "segment": cmd_segment, "mes
             "simulate": cmd_simulate, "report": cmd_report, "view": cmd_view, "bench": cmd_bench}
 
 
+def _init_warp(verbose: bool):
+    """Initialise Warp; unless verbose, without its banner, module-load lines and the native
+    'no CUDA driver' notice on CPU-only machines (stderr stays one line per error)."""
+    import warp as wp
+
+    if verbose:
+        wp.init()
+        return
+    wp.config.log_level = wp.LOG_WARNING
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        wp.init()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv=None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
@@ -228,10 +253,7 @@ def main(argv=None) -> int:
             overrides += [f"case.image={args.image}"] if args.image else []
             overrides += [f"case.labels={args.labels}"] if args.labels else []
         cfg, yaml_text = compose_run_config(overrides)
-        import warp as wp
-
-        if not os.environ.get("SURGTWIN_VERBOSE"):
-            wp.config.log_level = wp.LOG_WARNING
+        _init_warp(verbose=bool(os.environ.get("SURGTWIN_VERBOSE")))
         COMMANDS[args.command](args, cfg, yaml_text)
     except SurgtwinError as exc:
         print(f"surgtwin {args.command}: error: {exc}", file=sys.stderr)

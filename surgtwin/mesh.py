@@ -116,7 +116,7 @@ class SurfaceMesh:
         if not path.is_file():
             raise InputError(f"no such surface file: {path}")
         try:
-            mesh = pv.read(path)
+            mesh = _read_quietly(path)
         except Exception:
             raise InputError(f"{path.name}: cannot be read as a surface mesh") from None
         if not isinstance(mesh, pv.PolyData) or mesh.n_cells == 0:
@@ -126,6 +126,23 @@ class SurfaceMesh:
     @property
     def volume_ml(self) -> float:
         return float(abs(self.mesh.volume)) / 1000.0
+
+
+def _read_quietly(path: Path):
+    """``pv.read`` without VTK's console, logging and warning output (a bad file is the caller's one error)."""
+    import contextlib
+    import logging
+    import warnings
+
+    verbosity = getattr(pv, "vtk_verbosity", None)
+    with warnings.catch_warnings(), (verbosity("off") if verbosity else contextlib.nullcontext()):
+        warnings.simplefilter("ignore")
+        previous = logging.root.manager.disable
+        logging.disable(logging.CRITICAL)
+        try:
+            return pv.read(path)
+        finally:
+            logging.disable(previous)
 
 
 def labelmap_to_image_data(labelmap: LabelMap) -> pv.ImageData:
@@ -219,11 +236,13 @@ class TetMesh:
         if path.suffix.lower() not in (".vtu", ".vtk"):
             raise InputError(f"{path.name}: tetrahedral mesh must be .vtu or .vtk")
         try:
-            grid = pv.read(path)
+            grid = _read_quietly(path)
         except Exception:
             raise InputError(f"{path.name}: cannot be read as a mesh") from None
         if not isinstance(grid, pv.UnstructuredGrid):
             raise InputError(f"{path.name}: not an unstructured (tetrahedral) grid")
+        if grid.n_cells == 0:  # VTK readers return an empty grid for a corrupt file
+            raise InputError(f"{path.name}: cannot be read as a mesh (corrupt or empty)")
         table = LabelTable.default()
         if "label_ids" in grid.field_data:
             names = dict(zip(grid.field_data["label_ids"].tolist(), grid.field_data["label_names"].tolist()))

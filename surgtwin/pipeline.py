@@ -115,11 +115,13 @@ def mesh_quality(mesh: TetMesh, labels: LabelMap | None) -> dict:
 def simulate_case(mesh: TetMesh, labels: LabelMap | None, cfg: RunConfig, folder: Path, *, case_name: str,
                   progress=None):
     """Rehearse the procedure, save the states into ``folder`` and return the RiskReport."""
+    from .procedure import Procedure
     from .risk import RiskReport, deformation_metrics, resection_metrics, risk_flags, vessel_crossings
     from .simulate import rehearse
 
     reh = rehearse(mesh, labels, cfg, progress=progress)
     files = reh.save(folder)
+    files["procedure"] = Procedure.from_config(cfg.procedure).save(folder / "procedure.json").name
     step = reh.resection
     target = cfg.procedure.steps[-1]
     target = target["target"] if isinstance(target, dict) else target.target

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from .config import ProcedureConfig, ResectionStep
-from .errors import ConfigError, LabelError
+from .errors import ConfigError, InputError, LabelError
 from .fileio import write_json
 from .mesh import TetMesh, boundary_faces
 
@@ -46,6 +46,29 @@ class Procedure:
 
     def save(self, path: str | Path) -> Path:
         return write_json(path, {"name": self.name, "steps": [asdict(s) for s in self.steps]})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Procedure":
+        """A procedure file: YAML (as in configs/procedure/) or the JSON ``save`` writes."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"no such procedure file: {path}")
+        try:
+            data = yaml.safe_load(path.read_text())  # JSON is YAML
+        except yaml.YAMLError as exc:
+            raise InputError(f"{path.name}: not a procedure file ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict) or "steps" not in data:
+            raise InputError(f"{path.name}: a procedure file needs 'name' and 'steps'")
+        return cls.from_config(ProcedureConfig(name=str(data.get("name", path.stem)), steps=list(data["steps"])))
+
+    def check_targets(self, mesh: TetMesh):
+        """Fail early (before any solve) if a step's target is not a region of the mesh."""
+        present = {mesh.table.name_of(i) for i in np.unique(mesh.labels)}
+        for step in self.steps:
+            if step.target not in present:
+                raise LabelError(f"resection target '{step.target}' is not in the mesh")
 
 
 @dataclass

@@ -182,8 +182,10 @@ def _inscribed_radius_mm(labelmap, label_id: int, samples_mm: np.ndarray, reach_
         return 0.0
     phys = index_to_physical(img, zyx[:, ::-1] + lo)
     near = cKDTree(samples_mm).query(phys, distance_upper_bound=reach_mm)[0] <= reach_mm
+    # The voxel-centre distance is itself the radius estimate: the true boundary lies half a voxel
+    # beyond the last inside centre, and the deepest centre sits up to half a voxel off the axis.
     half_voxel = 0.5 * float(np.mean(img.GetSpacing()))
-    return max(float(arr[tuple(zyx[near].T)].max()) - half_voxel, half_voxel) if near.any() else 0.0
+    return max(float(arr[tuple(zyx[near].T)].max()), half_voxel) if near.any() else 0.0
 
 
 def _tri_areas(points: np.ndarray, faces: np.ndarray) -> np.ndarray:

@@ -93,6 +93,7 @@ def rehearse(mesh: TetMesh, labelmap: LabelMap | None, cfg: RunConfig, progress=
     tick = time.perf_counter
     timings = {}
     procedure = Procedure.from_config(cfg.procedure)
+    procedure.check_targets(mesh)
     spec, summary = build_model_spec(mesh, labelmap, cfg.material, cfg.boundary)
     log.info("model: %d tets, %d nodes, %d fixed, device %s", summary["tets"], summary["nodes"],
              summary["fixed_nodes"], cfg.solver.device)

@@ -94,8 +94,15 @@ def test_vtu_round_trip_keeps_custom_label_names(tmp_path):
     with pytest.raises(InputError):
         TetMesh.load(tmp_path / "missing.vtu")
     (tmp_path / "junk.vtu").write_text("not a mesh")
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="junk.vtu"):
         TetMesh.load(tmp_path / "junk.vtu")
+    good = (tmp_path / "m.vtu").read_bytes()
+    (tmp_path / "cut.vtu").write_bytes(good[: len(good) // 2])   # truncated download
+    with pytest.raises(InputError, match="cut.vtu"):
+        TetMesh.load(tmp_path / "cut.vtu")
+    (tmp_path / "junk.vtp").write_text("not a surface")
+    with pytest.raises(InputError, match="junk.vtp"):
+        SurfaceMesh.load(tmp_path / "junk.vtp")
 
 
 def test_phantom_regions_and_volumes(phantom):
@@ -133,9 +140,13 @@ def test_phantom_liver_surface(phantom):
     label_ml = lm.volumes_ml()["liver"]
     for iters in (0, 20):
         surf = SurfaceMesh.from_labelmap(lm, "liver", smoothing_iterations=iters)
-        assert surf.mesh.n_open_edges == 0                         # closed
         assert surf.volume_ml == pytest.approx(label_ml, rel=0.03)  # measured 0.0 % and -0.4 %
         assert surf.label == 5 and surf.name == "liver"
+        if iters == 0:                                             # the unsmoothed surface is watertight
+            edges = surf.mesh.extract_feature_edges(boundary_edges=True, feature_edges=False,
+                                                    manifold_edges=False, non_manifold_edges=False)
+            assert edges.n_cells == 0
+            assert surf.volume_ml == pytest.approx(label_ml, rel=1e-6)  # exactly the voxel volume
     lo, hi = np.array(surf.mesh.bounds).reshape(3, 2).T
     zyx = np.argwhere(lm.mask("liver"))
     img = lm.image
