@@ -32,8 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         """A subcommand: positional inputs first, then -o/--out and key=value overrides."""
         sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        for arg, arg_help in inputs:
-            sp.add_argument(arg, type=Path, help=arg_help)
+        for arg, arg_help, *kw in inputs:
+            sp.add_argument(arg, type=Path, help=arg_help, **(kw[0] if kw else {}))
         if out:
             sp.add_argument("-o", "--out", type=Path, default=None, help="run folder (default runs/<command>-<time>)")
         if overrides:
@@ -46,8 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     add("phantom", "write the synthetic abdominal CT phantom (NIfTI + DICOM) with its ground-truth labels")
     add("segment", "segment a CT into a label map (classical methods, no downloaded weights)",
         inputs=[("image", "CT file or DICOM folder")])
-    add("mesh", "label map -> organ surfaces (VTP) and a tagged tetrahedral mesh (volume.vtu)",
-        inputs=[("labels", "label map (.nii.gz/.nrrd/.mha) with labels.json beside it, or default ids")])
+    add("mesh", "label map (or closed surfaces) -> organ surfaces (VTP) and a tagged tetrahedral mesh (volume.vtu)",
+        inputs=[("inputs", "a label map (.nii.gz/.nrrd/.mha, labels.json beside it or default ids), or closed "
+                 "surfaces (.stl/.vtp/.obj/.ply) named by structure, organ first: liver.stl liver_tumor.stl",
+                 {"nargs": "+", "metavar": "LABELS_OR_SURFACES"})])
     sp = add("simulate", "rehearse the procedure on a mesh: pre-op equilibrium, resection, remnant; writes report.json",
              inputs=[("mesh", "volume.vtu from 'surgtwin mesh', or a mesh folder")])
     sp.add_argument("--labels", type=Path, help="label map the mesh came from (for boundary.fix_near)")
@@ -150,7 +152,7 @@ def cmd_mesh(args, cfg, yaml_text):
     from .pipeline import mesh_quality, mesh_structures
     from .volume import LabelMap
 
-    labels = LabelMap.load(args.labels)
+    labels = _mesh_input(args.inputs, cfg.mesh.size_mm)
     with _run_folder("mesh", args.out, yaml_text) as run:
         mesh, _ = mesh_structures(labels, cfg.mesh, run)
         q = mesh_quality(mesh, labels)
@@ -158,6 +160,19 @@ def cmd_mesh(args, cfg, yaml_text):
     print(f"{q['tets']} tets, {q['nodes']} nodes; " + ", ".join(
         f"{k} {v['mesh_ml']:.1f} mL" + (f" ({v['error_percent']:+.1f} % vs labels)" if "error_percent" in v else "")
         for k, v in q["regions"].items()))
+
+
+def _mesh_input(paths, size_mm: float):
+    """A label map, or closed surfaces voxelised at a third of the element size."""
+    from .mesh import SURFACE_SUFFIXES, SurfaceMesh, labelmap_from_surfaces
+    from .volume import LabelMap
+
+    if all(p.suffix.lower() in SURFACE_SUFFIXES for p in paths):
+        surfaces = [SurfaceMesh.load(p, name=p.stem) for p in paths]
+        return labelmap_from_surfaces(surfaces, max(0.5, size_mm / 3.0))
+    if len(paths) != 1:
+        raise InputError("give one label map, or only surface files (.stl/.vtp/.obj/.ply)")
+    return LabelMap.load(paths[0])
 
 
 def cmd_simulate(args, cfg, yaml_text):
@@ -234,6 +249,9 @@ def _init_warp(verbose: bool):
 def main(argv=None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
+    if hasattr(args, "inputs"):  # a greedy nargs='+' input list may hold the overrides
+        args.overrides += [str(p) for p in args.inputs if "=" in str(p)]
+        args.inputs = [p for p in args.inputs if "=" not in str(p)]
     for extra in rest:  # key=value overrides given after options
         if "=" in extra and not extra.startswith("-") and hasattr(args, "overrides"):
             args.overrides.append(extra)

@@ -145,6 +145,45 @@ def _read_quietly(path: Path):
             logging.disable(previous)
 
 
+SURFACE_SUFFIXES = (".stl", ".vtp", ".obj", ".ply")
+
+
+def labelmap_from_surfaces(surfaces, spacing_mm: float = 1.0, table: LabelTable | None = None) -> LabelMap:
+    """Voxelise closed surfaces (SurfaceMesh, named by structure) into one label map (LPS mm grid).
+
+    Later surfaces overwrite earlier ones, so list the organ before its tumour and vessels. A name
+    missing from the label table gets a new id (>= 1000) in the returned table.
+    """
+    if spacing_mm <= 0:
+        raise MeshError("voxel spacing must be positive")
+    table = LabelTable(dict((table or LabelTable.default()).labels))
+    for s in surfaces:
+        if s.mesh.n_open_edges:
+            raise MeshError(f"surface '{s.name}' is not closed ({s.mesh.n_open_edges} open edges): repair it first")
+    bounds = np.array([s.mesh.bounds for s in surfaces])
+    lo = bounds[:, 0::2].min(0) - 2 * spacing_mm
+    hi = bounds[:, 1::2].max(0) + 2 * spacing_mm
+    dims = np.ceil((hi - lo) / spacing_mm).astype(int) + 1
+    if np.prod(dims) > 400_000_000:
+        raise MeshError(f"voxel spacing {spacing_mm} mm is too fine for these surfaces")
+    ref = pv.ImageData(dimensions=dims, spacing=(spacing_mm,) * 3, origin=lo)
+    labels = np.zeros(int(np.prod(dims)), np.uint16)
+    for s in surfaces:
+        if s.name not in table:
+            from .labels import Label
+            new_id = max([999, *table.labels]) + 1
+            table.labels[new_id] = Label(new_id, s.name)
+        mask = s.mesh.voxelize_binary_mask(reference_volume=ref).point_data["mask"]
+        labels[np.asarray(mask) > 0] = table.id_of(s.name)
+    img = sitk.GetImageFromArray(labels.reshape(dims[2], dims[1], dims[0]))
+    img.SetOrigin(tuple(lo))
+    img.SetSpacing((spacing_mm,) * 3)
+    lm = LabelMap(img, table)
+    if not lm.present_ids():
+        raise MeshError("the surfaces enclose no voxel at this spacing")
+    return lm
+
+
 def labelmap_to_image_data(labelmap: LabelMap) -> pv.ImageData:
     img = labelmap.image
     grid = pv.ImageData(dimensions=img.GetSize(), spacing=img.GetSpacing(), origin=img.GetOrigin(),

@@ -209,3 +209,33 @@ def test_boundary_of_kuhn_cube_is_closed_and_outward():
     assert mesh.volumes_ml() == {"liver": pytest.approx(0.024)}
     sub = mesh.boundary_faces(mesh.tets[:, 0] == 0)                # a subset: still a closed surface
     assert len(sub) > 0 and len(sub) % 2 == 0
+
+
+def test_mesh_from_closed_surfaces(tmp_path):
+    """An STL organ with an STL tumour inside becomes a tagged label map and a conforming tet mesh."""
+    import pyvista as pv
+
+    from surgtwin.cli import main
+    from surgtwin.mesh import SurfaceMesh, labelmap_from_surfaces
+
+    pv.Sphere(radius=40.0, theta_resolution=90, phi_resolution=90).save(tmp_path / "liver.stl")
+    pv.Sphere(radius=10.0, center=(10.0, 0.0, 0.0), theta_resolution=60, phi_resolution=60).save(
+        tmp_path / "liver_tumor.stl")
+    surfaces = [SurfaceMesh.load(tmp_path / f"{n}.stl", name=n) for n in ("liver", "liver_tumor")]
+    lm = labelmap_from_surfaces(surfaces, 1.0)
+    vol = lm.volumes_ml()
+    tumour = 4 / 3 * np.pi * 10.0 ** 3 / 1000
+    assert vol["liver_tumor"] == pytest.approx(tumour, rel=0.03)
+    assert vol["liver"] + vol["liver_tumor"] == pytest.approx(4 / 3 * np.pi * 40.0 ** 3 / 1000, rel=0.01)
+
+    out = tmp_path / "mesh"
+    assert main(["mesh", str(tmp_path / "liver.stl"), str(tmp_path / "liver_tumor.stl"), "mesh.size_mm=4",
+                 "-o", str(out)]) == 0
+    mesh = TetMesh.load(out / "volume.vtu")
+    mv = mesh.volumes_ml()
+    assert mv["liver_tumor"] == pytest.approx(tumour, rel=0.08)
+    assert (mesh.tet_volumes_mm3() > 0).all()
+
+    pv.Plane().save(tmp_path / "open.stl")
+    with pytest.raises(MeshError, match="not closed"):
+        labelmap_from_surfaces([SurfaceMesh.load(tmp_path / "open.stl")], 1.0)
