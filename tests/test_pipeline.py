@@ -119,3 +119,12 @@ def test_saved_model_and_state_reload_in_equilibrium(run_dir):
     pre = load_state(out / "sim" / "preop.vtu", spec)
     shift_mm = np.linalg.norm(x - pre, axis=1).max() * 1e3
     assert shift_mm == pytest.approx(report.metrics["max_shift_mm"], rel=1e-6)
+
+
+def test_cli_bench_writes_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "--sizes", "3,4", "-o", str(out)]) == 0
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert [r["tets"] for r in rows] == [6 * 27, 6 * 64]
+    assert all(r["relative_residual"] <= 1e-6 and r["force_ms"] > 0 for r in rows)
+    assert "K*v [ms]" in capsys.readouterr().out
