@@ -13,7 +13,7 @@ import pyvista as pv
 from .config import BoundaryConfig, MaterialConfig
 from .errors import ConfigError, InputError, LabelError
 from .fileio import atomic_path, write_json
-from .mesh import TetMesh, distance_to_labels_mm
+from .mesh import TetMesh, distance_to_labels_mm, triangle_areas
 from .resources import assets_dir
 from .sim import ModelSpec
 from .volume import LabelMap
@@ -51,7 +51,7 @@ def surface_node_areas_mm2(mesh: TetMesh) -> np.ndarray:
     """Area [mm^2] of the outer surface lumped to its nodes (one third of each boundary triangle)."""
     pts = mesh.points
     faces = mesh.boundary_faces()
-    area = 0.5 * np.linalg.norm(np.cross(pts[faces[:, 1]] - pts[faces[:, 0]], pts[faces[:, 2]] - pts[faces[:, 0]]), axis=1)
+    area = triangle_areas(pts, faces)
     out = np.zeros(len(pts))
     np.add.at(out, faces.ravel(), np.repeat(area / 3.0, 3))
     return out

@@ -150,7 +150,6 @@ def cmd_segment(args, cfg, yaml_text):
 def cmd_mesh(args, cfg, yaml_text):
     from .fileio import write_json
     from .pipeline import mesh_quality, mesh_structures
-    from .volume import LabelMap
 
     labels = _mesh_input(args.inputs, cfg.mesh.size_mm)
     with _run_folder("mesh", args.out, yaml_text) as run:

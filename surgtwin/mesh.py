@@ -249,7 +249,9 @@ class TetMesh:
         tets, labels = tets[keep], labels[keep]
         if len(tets) == 0:
             raise MeshError(f"'{structures[0]}' is thinner than the mesh size {size_mm} mm: nothing to mesh")
-        tets, labels = _largest_component(points, tets, labels)
+        tets, vol = orient_positive(points, tets)
+        main = largest_piece(tets, np.ones(len(tets), bool), vol)
+        tets, labels = tets[main], labels[main]
         used, inverse = np.unique(tets, return_inverse=True)
         mesh = cls.from_arrays(points[used], inverse.reshape(-1, 4), labels, labelmap.table)
         mesh.grid.field_data["mesher"] = np.array(["surgtwin-kuhn-grid"])
@@ -318,29 +320,52 @@ class TetMesh:
         return boundary_faces(self.tets if mask is None else self.tets[mask])
 
 
-def boundary_faces(tets: np.ndarray) -> np.ndarray:
-    """Faces of ``tets`` that belong to exactly one tetrahedron, oriented outward for positive tets."""
+def tet_faces(tets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All 4 m faces of ``tets`` (outward for positive tets) and the index of the tet owning each."""
     faces = np.concatenate([tets[:, [1, 2, 3]], tets[:, [0, 3, 2]], tets[:, [0, 1, 3]], tets[:, [0, 2, 1]]])
-    key = np.sort(faces, axis=1)
-    _, idx, counts = np.unique(key, axis=0, return_index=True, return_counts=True)
-    return faces[idx[counts == 1]]
+    return faces, np.tile(np.arange(len(tets)), 4)
 
 
-def _largest_component(points, tets, labels):
-    """Keep the face-connected component of largest volume, with positively oriented tets."""
-    tets, vol = orient_positive(points, tets)
-    m = len(tets)
-    faces = np.sort(np.concatenate([tets[:, [1, 2, 3]], tets[:, [0, 2, 3]], tets[:, [0, 1, 3]], tets[:, [0, 1, 2]]]), 1)
-    owner = np.tile(np.arange(m), 4)
-    _, inv = np.unique(faces, axis=0, return_inverse=True)
-    inv = inv.ravel()
-    order = np.argsort(inv, kind="stable")
-    same = inv[order][1:] == inv[order][:-1]
-    a, b = owner[order][:-1][same], owner[order][1:][same]
-    graph = sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(m, m))
-    ncomp, comp = sp.csgraph.connected_components(graph, directed=False)
-    if ncomp > 1:
-        best = np.argmax(np.bincount(comp, weights=np.abs(vol)))
-        keep = comp == best
-        tets, labels = tets[keep], labels[keep]
-    return tets, labels
+def boundary_faces(tets: np.ndarray, *, return_owner: bool = False):
+    """Faces of ``tets`` that belong to exactly one tetrahedron, oriented outward for positive tets
+    (and, with ``return_owner``, the index of the tet owning each)."""
+    faces, owner = tet_faces(tets)
+    _, idx, counts = np.unique(np.sort(faces, axis=1), axis=0, return_index=True, return_counts=True)
+    single = idx[counts == 1]
+    return (faces[single], owner[single]) if return_owner else faces[single]
+
+
+def triangle_areas(points: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area of each triangle (k,) in the units of ``points`` squared."""
+    if len(faces) == 0:
+        return np.zeros(0)
+    a, b, c = points[faces[:, 0]], points[faces[:, 1]], points[faces[:, 2]]
+    return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+
+
+def largest_piece(tets: np.ndarray, keep: np.ndarray, volumes: np.ndarray, *, connectivity: str = "face") -> np.ndarray:
+    """Mask of the kept tets in the connected piece of largest volume.
+
+    ``connectivity="face"``: tets touching through a shared face; ``"node"``: through any shared node.
+    """
+    idx = np.flatnonzero(keep)
+    out = np.zeros(len(tets), bool)
+    if len(idx) == 0:
+        return out
+    sub = tets[idx]
+    if connectivity == "face":
+        faces, owner = tet_faces(sub)
+        _, inv = np.unique(np.sort(faces, axis=1), axis=0, return_inverse=True)
+        inv = inv.ravel()
+        order = np.argsort(inv, kind="stable")
+        same = inv[order][1:] == inv[order][:-1]
+        a, b = owner[order][:-1][same], owner[order][1:][same]
+        graph = sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(len(idx), len(idx)))
+    else:
+        rows = np.repeat(np.arange(len(idx)), 4)
+        inc = sp.csr_matrix((np.ones(len(rows)), (rows, sub.ravel())), shape=(len(idx), int(tets.max()) + 1))
+        graph = inc @ inc.T
+    _, comp = sp.csgraph.connected_components(graph, directed=False)
+    best = np.argmax(np.bincount(comp, weights=np.abs(volumes[idx])))
+    out[idx[comp == best]] = True
+    return out

@@ -10,13 +10,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from .config import ProcedureConfig, ResectionStep
 from .errors import ConfigError, InputError, LabelError
 from .fileio import write_json
-from .mesh import TetMesh, boundary_faces
+from .mesh import TetMesh, boundary_faces, largest_piece
 
 
 @dataclass
@@ -110,7 +109,7 @@ def plan_resection(mesh: TetMesh, step: ResectionStep, removed_before: np.ndarra
         plane = (normal, offset)
     if removed_before is not None:
         removed |= removed_before
-    removed |= ~_main_remnant(tets, ~removed, mesh.tet_volumes_mm3())
+    removed |= ~largest_piece(tets, ~removed, mesh.tet_volumes_mm3(), connectivity="node")
     _check_remnant(removed, step)
     res = _resection_surface(mesh, removed, tnodes, plane)
     for _ in range(20):  # sphere mode: faces between far vertices can still pass inside the margin
@@ -122,7 +121,7 @@ def plan_resection(mesh: TetMesh, step: ResectionStep, removed_before: np.ndarra
             break
         removed = removed.copy()
         removed[res.cut_face_owner[face[close]]] = True
-        removed |= ~_main_remnant(tets, ~removed, mesh.tet_volumes_mm3())
+        removed |= ~largest_piece(tets, ~removed, mesh.tet_volumes_mm3(), connectivity="node")
         _check_remnant(removed, step)
         res = _resection_surface(mesh, removed, tnodes, plane)
     return res
@@ -135,7 +134,9 @@ def _check_remnant(removed: np.ndarray, step: ResectionStep):
 
 def _resection_surface(mesh: TetMesh, removed: np.ndarray, tnodes: np.ndarray, plane) -> Resection:
     tets = mesh.tets
-    faces, owner = _faces_with_owner(tets, ~removed)
+    kept = np.flatnonzero(~removed)
+    faces, owner = boundary_faces(tets[kept], return_owner=True)
+    owner = kept[owner]
     n = len(mesh.points)
     is_cut = np.isin(_face_keys(faces, n), _face_keys(boundary_faces(tets[removed]), n))
     return Resection(removed, faces[is_cut], mesh.labels[owner[is_cut]], tnodes, plane, owner[is_cut])
@@ -170,29 +171,3 @@ def _face_keys(faces: np.ndarray, n: int) -> np.ndarray:
     """Orientation-independent integer key per triangle."""
     f = np.sort(faces, axis=1).astype(np.int64)
     return (f[:, 0] * n + f[:, 1]) * n + f[:, 2]
-
-
-def _faces_with_owner(tets: np.ndarray, mask: np.ndarray):
-    """Boundary faces of the masked tets and the (global) index of the tet owning each."""
-    idx = np.flatnonzero(mask)
-    sub = tets[idx]
-    faces = np.concatenate([sub[:, [1, 2, 3]], sub[:, [0, 3, 2]], sub[:, [0, 1, 3]], sub[:, [0, 2, 1]]])
-    owner = np.tile(idx, 4)
-    _, first, counts = np.unique(np.sort(faces, axis=1), axis=0, return_index=True, return_counts=True)
-    single = first[counts == 1]
-    return faces[single], owner[single]
-
-
-def _main_remnant(tets: np.ndarray, keep: np.ndarray, vol: np.ndarray) -> np.ndarray:
-    """Mask of kept elements in the node-connected piece of largest volume (others float free)."""
-    idx = np.flatnonzero(keep)
-    out = np.zeros(len(tets), bool)
-    if len(idx) == 0:
-        return out
-    n = tets.max() + 1
-    rows = np.repeat(np.arange(len(idx)), 4)
-    inc = sp.csr_matrix((np.ones(len(rows)), (rows, tets[idx].ravel())), shape=(len(idx), n))
-    ncomp, comp = sp.csgraph.connected_components(inc @ inc.T, directed=False)
-    best = np.argmax(np.bincount(comp, weights=np.abs(vol[idx])))
-    out[idx[comp == best]] = True
-    return out

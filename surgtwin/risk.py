@@ -9,12 +9,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyvista as pv
 import scipy.sparse as sp
 
 from .errors import InputError
 from .fileio import write_json
-from .mesh import TetMesh
+from .mesh import TetMesh, triangle_areas
 from .procedure import Resection, closest_cut_faces
 
 VESSEL_HIGH_MM = 5.0      # transected vessel diameter needing ligation / reconstruction
@@ -78,7 +77,7 @@ def resection_metrics(mesh: TetMesh, res: Resection, organ: str) -> dict:
         "remnant_parenchyma_ml": par_remnant,
         "remnant_percent": 100.0 * par_remnant / par_total if par_total > 0 else 0.0,
         "margin_achieved_mm": achieved_margin_mm(mesh.points, res),
-        "cut_surface_area_mm2": float(_tri_areas(mesh.points, res.cut_faces).sum()),
+        "cut_surface_area_mm2": float(triangle_areas(mesh.points, res.cut_faces).sum()),
     }
 
 
@@ -106,7 +105,7 @@ def vessel_crossings(mesh: TetMesh, res: Resection, labelmap=None) -> list[Vesse
         ncomp, comp = sp.csgraph.connected_components(inc @ inc.T, directed=False)
         for c in range(ncomp):
             f = faces[comp == c]
-            area = float(_tri_areas(pts, f).sum())
+            area = float(triangle_areas(pts, f).sum())
             centroid = pts[np.unique(f)].mean(axis=0)
             diameter = 2.0 * np.sqrt(area / np.pi)
             if labelmap is not None:
@@ -186,10 +185,3 @@ def _inscribed_radius_mm(labelmap, label_id: int, samples_mm: np.ndarray, reach_
     # beyond the last inside centre, and the deepest centre sits up to half a voxel off the axis.
     half_voxel = 0.5 * float(np.mean(img.GetSpacing()))
     return max(float(arr[tuple(zyx[near].T)].max()), half_voxel) if near.any() else 0.0
-
-
-def _tri_areas(points: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    if len(faces) == 0:
-        return np.zeros(0)
-    a, b, c = points[faces[:, 0]], points[faces[:, 1]], points[faces[:, 2]]
-    return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import SimpleITK as sitk
 
 from surgtwin.config import PhantomConfig
 from surgtwin.errors import InputError, LabelError, MeshError
