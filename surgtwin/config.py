@@ -28,6 +28,8 @@ class CaseConfig:
 
     image: Optional[str] = None      # CT/MR file or DICOM folder; None = generate the phantom
     labels: Optional[str] = None     # label map (TotalSegmentator / Slicer); None = segment or phantom truth
+    # lesions to add to the label map: [{name: liver_tumor, center_mm: [x, y, z], radius_mm: 15}]
+    lesions: list = field(default_factory=list)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
 
 

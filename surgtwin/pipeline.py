@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .config import MeshConfig, RunConfig
-from .errors import LabelError
+from .errors import ConfigError, LabelError
 from .mesh import SurfaceMesh, TetMesh
 from .volume import LabelMap, Volume
 
@@ -58,9 +58,40 @@ def prepare_case(cfg: RunConfig, folder: Path | None = None) -> Case:
 
             labels = segment(volume, cfg.segment)
         case = Case(volume, labels, "files")
+    for lesion in c.lesions:
+        add_spherical_lesion(case.labels, lesion)
     if folder is not None:
         case.labels.save(folder / "labels.nii.gz")
     return case
+
+
+def add_spherical_lesion(labels: LabelMap, lesion: dict) -> int:
+    """Paint a sphere ``{name, center_mm: [x, y, z] (LPS), radius_mm}`` into the label map (in place).
+
+    Returns the number of voxels painted; for planning on scans whose lesion is not segmented.
+    """
+    try:
+        name = str(lesion.get("name", "liver_tumor"))
+        center = np.asarray(lesion["center_mm"], dtype=float).reshape(3)
+        radius = float(lesion["radius_mm"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError("a lesion needs center_mm: [x, y, z] and radius_mm") from None
+    if radius <= 0:
+        raise ConfigError("lesion radius_mm must be positive")
+    img = labels.image
+    arr = sitk.GetArrayFromImage(img)
+    zyx = np.indices(arr.shape).reshape(3, -1).T
+    from .mesh import index_to_physical
+
+    inside = np.linalg.norm(index_to_physical(img, zyx[:, ::-1]) - center, axis=1) <= radius
+    if not inside.any():
+        raise ConfigError(f"lesion at {center.tolist()} mm (r {radius} mm) lies outside the image")
+    arr.reshape(-1)[inside] = labels.table.id_of(name)
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(img)
+    labels.image = out
+    log.info("added lesion '%s': r %.1f mm, %d voxels", name, radius, int(inside.sum()))
+    return int(inside.sum())
 
 
 def resample_labels(labels: LabelMap, volume: Volume) -> LabelMap:

@@ -128,3 +128,25 @@ def test_cli_bench_writes_table_and_json(tmp_path, capsys):
     assert [r["tets"] for r in rows] == [6 * 27, 6 * 64]
     assert all(r["relative_residual"] <= 1e-6 and r["force_ms"] > 0 for r in rows)
     assert "K*v [ms]" in capsys.readouterr().out
+
+
+def test_real_ct_with_reference_labels_and_a_planned_lesion(tmp_path):
+    """Real CT + TotalSegmentator-style labels + a lesion given by centre and radius, end to end."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct_abdomen_3mm"
+    if not data.is_dir():
+        pytest.skip("shared real data not present")
+    cfg = RunConfig()
+    cfg.case.image = str(data / "ct.nii.gz")
+    cfg.case.labels = str(data / "reference_seg.nii.gz")
+    cfg.case.lesions = [{"name": "liver_tumor", "center_mm": [-80.0, -185.0, 150.0], "radius_mm": 12.0}]
+    cfg.mesh.size_mm = 8.0
+    cfg.report.images = False
+    report = plan(cfg, tmp_path / "real")
+    m = report.metrics
+    assert 900 < m["parenchyma_volume_ml"] < 1100          # reference liver is 1043 mL, minus the lesion
+    assert m["margin_achieved_mm"] >= 10.0
+    assert 80.0 < m["remnant_percent"] < 99.0
+    assert report.model["fixed_nodes"] > 0                  # fixed near the real IVC (label 63)
+    assert report.solver["postop"]["converged"]
