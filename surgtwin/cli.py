@@ -59,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
              "(or write a screenshot off-screen)", inputs=[("run", "run folder")], out=False, overrides=False)
     sp.add_argument("--overlay", choices=["shift_mm", "risk", "max_principal_strain"], default="shift_mm")
     sp.add_argument("--screenshot", type=Path, help="render off-screen to this PNG instead of opening a window")
+    sp = add("deid", "write a de-identified copy of a DICOM folder (PS3.15 basic profile, dates shifted, "
+             "UIDs remapped) with deid_audit.json", inputs=[("source", "folder of DICOM files (searched recursively)"),
+                                                          ("dest", "new folder for the de-identified copy")],
+             out=False, overrides=False)
+    sp.add_argument("--keep-patient-characteristics", action="store_true",
+                    help="keep sex, age, size and weight (tissue-property priors)")
+    sp.add_argument("--allow-burned-in", action="store_true",
+                    help="accept images flagged BurnedInAnnotation=YES (check the pixels yourself)")
     sp = add("bench", "solver speed table (printed) and JSON: force/tangent kernels and a full static solve")
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--sizes", default="8,16", help="cube grid resolutions n (6 n^3 tets each)")
@@ -212,6 +220,22 @@ def cmd_view(args, cfg, yaml_text):
         print(f"screenshot: {args.screenshot}")
 
 
+def cmd_deid(args, cfg, yaml_text):
+    from tqdm import tqdm
+
+    from .deid import DeidKey, deidentify_folder
+
+    key = DeidKey(keep_patient_characteristics=args.keep_patient_characteristics,
+                  allow_burned_in=args.allow_burned_in)
+    with tqdm(desc="de-identify", unit="file", disable=None, file=sys.stderr) as bar:
+        def step(i, n):
+            bar.total = n
+            bar.update(1)
+        audit = deidentify_folder(args.source, args.dest, key=key, progress=step)
+    print(f"deid: {audit['files_written']} files de-identified into {args.dest} "
+          f"({audit['files_skipped']} non-DICOM skipped); audit: {args.dest / 'deid_audit.json'}")
+
+
 def cmd_bench(args, cfg, yaml_text):
     from .bench import run_bench
 
@@ -221,7 +245,8 @@ def cmd_bench(args, cfg, yaml_text):
 
 
 COMMANDS = {"run": cmd_run, "phantom": cmd_phantom, "segment": cmd_segment, "mesh": cmd_mesh,
-            "simulate": cmd_simulate, "report": cmd_report, "view": cmd_view, "bench": cmd_bench}
+            "simulate": cmd_simulate, "report": cmd_report, "view": cmd_view, "bench": cmd_bench,
+            "deid": cmd_deid}
 
 
 def _init_warp(verbose: bool):

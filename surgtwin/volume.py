@@ -39,6 +39,13 @@ def read_image(path: str | Path) -> sitk.Image:
         raise InputError(f"{path.name}: cannot be read as an image (corrupt or wrong format)") from None
     if img.GetDimension() != 3:
         raise InputError(f"{path.name}: expected a 3D image, got {img.GetDimension()}D")
+    return _without_metadata(img)
+
+
+def _without_metadata(img: sitk.Image) -> sitk.Image:
+    """Drop header metadata (DICOM tags may carry patient identifiers); geometry and pixels stay."""
+    for key in img.GetMetaDataKeys():
+        img.EraseMetaData(key)
     return img
 
 
@@ -53,7 +60,7 @@ def _read_dicom_dir(folder: Path) -> sitk.Image:
         raise InputError(f"{folder}: DICOM series has only {len(files)} slice")
     reader.SetFileNames(files)
     try:
-        return reader.Execute()
+        return _without_metadata(reader.Execute())
     except RuntimeError as exc:
         raise InputError(f"{folder}: DICOM series cannot be decoded ({str(exc).splitlines()[0][:80]})") from None
 
