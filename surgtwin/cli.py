@@ -43,9 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     sp = add("run", "end to end: image (default: built-in phantom) -> labels -> mesh -> resection -> report")
     sp.add_argument("--image", type=Path, help="CT file (.nii.gz/.nrrd/.mha) or DICOM folder; default: phantom")
     sp.add_argument("--labels", type=Path, help="label map for --image (TotalSegmentator/Slicer); default: segment")
+    sp.add_argument("--series", help="DICOM folder with several series: index or SeriesInstanceUID")
     add("phantom", "write the synthetic abdominal CT phantom (NIfTI + DICOM) with its ground-truth labels")
-    add("segment", "segment a CT into a label map (classical methods, no downloaded weights)",
-        inputs=[("image", "CT file or DICOM folder")])
+    sp = add("segment", "segment a CT into a label map (classical methods, no downloaded weights)",
+             inputs=[("image", "CT file or DICOM folder")])
+    sp.add_argument("--series", help="DICOM folder with several series: index or SeriesInstanceUID")
     add("mesh", "label map (or closed surfaces) -> organ surfaces (VTP) and a tagged tetrahedral mesh (volume.vtu)",
         inputs=[("inputs", "a label map (.nii.gz/.nrrd/.mha, labels.json beside it or default ids), or closed "
                  "surfaces (.stl/.vtp/.obj/.ply) named by structure, organ first: liver.stl liver_tumor.stl",
@@ -148,7 +150,7 @@ def cmd_segment(args, cfg, yaml_text):
     from .segment import segment
     from .volume import Volume
 
-    volume = Volume.load(args.image)
+    volume = Volume.load(args.image, series=args.series)
     with _run_folder("segment", args.out, yaml_text) as run:
         labels = segment(volume, cfg.segment)
         labels.save(run / "labels.nii.gz")
@@ -294,6 +296,7 @@ def main(argv=None) -> int:
         if args.command == "run":
             overrides += [f"case.image={args.image}"] if args.image else []
             overrides += [f"case.labels={args.labels}"] if args.labels else []
+            overrides += [f"case.series={args.series}"] if args.series else []
         cfg, yaml_text = compose_run_config(overrides)
         _init_warp(verbose=bool(os.environ.get("SURGTWIN_VERBOSE")))
         COMMANDS[args.command](args, cfg, yaml_text)

@@ -27,6 +27,7 @@ class CaseConfig:
     """Where the patient comes from: the built-in phantom (default) or files the user has."""
 
     image: Optional[str] = None      # CT/MR file or DICOM folder; None = generate the phantom
+    series: Optional[str] = None     # DICOM folder with several series: index or SeriesInstanceUID
     labels: Optional[str] = None     # label map (TotalSegmentator / Slicer); None = segment or phantom truth
     # lesions to add to the label map: [{name: liver_tumor, center_mm: [x, y, z], radius_mm: 15}]
     lesions: list = field(default_factory=list)

@@ -23,13 +23,14 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def read_image(path: str | Path) -> sitk.Image:
-    """Read a NIfTI/NRRD/MetaImage file or a DICOM series folder as a SimpleITK image."""
+def read_image(path: str | Path, series: str | int | None = None) -> sitk.Image:
+    """Read a NIfTI/NRRD/MetaImage file or a DICOM series folder (``series``: index or UID when the
+    folder holds several) as a SimpleITK image without header metadata."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"no such file or folder: {path}")
     if path.is_dir():
-        return _read_dicom_dir(path)
+        return _read_dicom_dir(path, series)
     if _suffix(path) not in IMAGE_SUFFIXES and _suffix(path) != ".dcm":
         raise InputError(f"{path.name}: unsupported image format (expected one of "
                          f"{', '.join(IMAGE_SUFFIXES)} or a DICOM folder)")
@@ -49,20 +50,10 @@ def _without_metadata(img: sitk.Image) -> sitk.Image:
     return img
 
 
-def _read_dicom_dir(folder: Path) -> sitk.Image:
-    reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputError(f"{folder}: no DICOM series found")
-    # The largest series is the default; surgtwin.io (issue 4) adds --series selection.
-    files = max((reader.GetGDCMSeriesFileNames(str(folder), s) for s in series), key=len)
-    if len(files) < 2:
-        raise InputError(f"{folder}: DICOM series has only {len(files)} slice")
-    reader.SetFileNames(files)
-    try:
-        return _without_metadata(reader.Execute())
-    except RuntimeError as exc:
-        raise InputError(f"{folder}: DICOM series cannot be decoded ({str(exc).splitlines()[0][:80]})") from None
+def _read_dicom_dir(folder: Path, series=None) -> sitk.Image:
+    from .dicomread import read_series
+
+    return _without_metadata(read_series(folder, series)[0])
 
 
 @dataclass
@@ -73,8 +64,8 @@ class Volume:
     modality: str = "CT"
 
     @classmethod
-    def load(cls, path: str | Path, modality: str = "CT") -> "Volume":
-        img = read_image(path)
+    def load(cls, path: str | Path, modality: str = "CT", *, series: str | int | None = None) -> "Volume":
+        img = read_image(path, series)
         return cls(sitk.Cast(img, sitk.sitkFloat32), modality)
 
     def save(self, path: str | Path) -> Path:
