@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import InputError, SurgtwinError
+from .errors import ConfigError, InputError, SurgtwinError
 
 log = logging.getLogger("surgtwin")
 
@@ -21,8 +21,15 @@ EPILOG = """overrides are Hydra key=value pairs, e.g. mesh.size_mm=5 procedure=r
 +material.tissues.liver.youngs_kpa=8 (see configs/ and README)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other surgtwin error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="surgtwin", description="Surgical planning on a digital twin of the patient: "
+    p = _Parser(prog="surgtwin", description="Surgical planning on a digital twin of the patient: "
                                 "CT -> organ labels -> meshes -> soft-tissue simulation -> risk report.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"surgtwin {__import__('surgtwin').__version__}")
@@ -76,11 +83,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _default_out(command: str) -> Path:
-    return Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = base, 1
+    while out.exists():  # two runs in the same second get distinct folders
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
 
 
 @contextlib.contextmanager
-def _run_folder(command: str, out: Path | None, yaml_text: str | None):
+def _run_folder(command: str, out: Path | None, cfg):
     """Staged run folder with config.yaml and surgtwin.log; renamed into place only on success."""
     from .fileio import staged_dir
 
@@ -90,8 +102,10 @@ def _run_folder(command: str, out: Path | None, yaml_text: str | None):
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         try:
-            if yaml_text is not None:
-                (stage / "config.yaml").write_text(yaml_text)
+            if cfg is not None:
+                from .compose import config_yaml
+
+                (stage / "config.yaml").write_text(config_yaml(cfg))
             log.info("surgtwin %s", command)
             yield stage
         finally:
@@ -117,7 +131,7 @@ def cmd_run(args, cfg, yaml_text):
 
     final = args.out or _default_out("run")
     bar, step = _stages(["labels", "mesh", "pre-op", "resection", "report"])
-    with bar, _run_folder("run", final, yaml_text) as run:
+    with bar, _run_folder("run", final, cfg) as run:
         report = plan(cfg, run, progress=step)
     _summary(report)
     print(f"report:  {final / 'report.html'}\n         {final / 'report.json'}\n"
@@ -138,7 +152,7 @@ def cmd_phantom(args, cfg, yaml_text):
     from .dicom import write_dicom_series
     from .phantom import make_phantom
 
-    with _run_folder("phantom", args.out, yaml_text) as run:
+    with _run_folder("phantom", args.out, cfg) as run:
         volume, labels = make_phantom(cfg.case.phantom)
         volume.save(run / "ct.nii.gz")
         labels.save(run / "labels.nii.gz")
@@ -151,7 +165,7 @@ def cmd_segment(args, cfg, yaml_text):
     from .volume import Volume
 
     volume = Volume.load(args.image, series=args.series)
-    with _run_folder("segment", args.out, yaml_text) as run:
+    with _run_folder("segment", args.out, cfg) as run:
         labels = segment(volume, cfg.segment)
         labels.save(run / "labels.nii.gz")
         log.info("segmented: %s", ", ".join(f"{k} {v:.0f} mL" for k, v in labels.volumes_ml().items()))
@@ -162,7 +176,7 @@ def cmd_mesh(args, cfg, yaml_text):
     from .pipeline import mesh_quality, mesh_structures
 
     labels = _mesh_input(args.inputs, cfg.mesh.size_mm)
-    with _run_folder("mesh", args.out, yaml_text) as run:
+    with _run_folder("mesh", args.out, cfg) as run:
         mesh, _ = mesh_structures(labels, cfg.mesh, run)
         q = mesh_quality(mesh, labels)
         write_json(run / "quality.json", q)
@@ -192,10 +206,12 @@ def cmd_simulate(args, cfg, yaml_text):
     path = args.mesh / "volume.vtu" if args.mesh.is_dir() else args.mesh
     mesh = TetMesh.load(path)
     labels = LabelMap.load(args.labels) if args.labels else None
-    if labels is None:
+    if labels is None and cfg.boundary.fix_near:
+        log.info("no --labels: boundary.fix_near %s ignored, the organ is held by its surface support only",
+                    list(cfg.boundary.fix_near))
         cfg.boundary.fix_near = []
     bar, step = _stages(["pre-op", "resection"])
-    with bar, _run_folder("simulate", args.out, yaml_text) as run:
+    with bar, _run_folder("simulate", args.out, cfg) as run:
         report, _ = simulate_case(mesh, labels, cfg, run / "sim", case_name=path.stem, progress=step)
         (run / "sim" / "report.json").replace(run / "report.json")
         surf = args.mesh / "surfaces" if args.mesh.is_dir() else path.parent / "surfaces"
@@ -241,8 +257,13 @@ def cmd_deid(args, cfg, yaml_text):
 def cmd_bench(args, cfg, yaml_text):
     from .bench import run_bench
 
-    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    with _run_folder("bench", args.out, yaml_text) as run:
+    try:
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--sizes must be integers like 8,16 (got '{args.sizes}')") from None
+    if not sizes or min(sizes) < 1 or max(sizes) > 200:
+        raise ConfigError("--sizes: each grid resolution n must be between 1 and 200")
+    with _run_folder("bench", args.out, cfg) as run:
         run_bench(sizes, device=args.device, json_path=run / "bench.json")
 
 
@@ -272,6 +293,24 @@ def _init_warp(verbose: bool):
         os.close(devnull)
 
 
+def _check_device(device: str):
+    """A device the machine has, or a one-line ConfigError saying what to use instead."""
+    import warp as wp
+
+    name = str(device)
+    if name == "cpu":
+        return
+    if name == "cuda" or name.startswith("cuda:"):
+        count = wp.get_cuda_device_count()
+        index = int(name.split(":")[1]) if ":" in name and name.split(":")[1].isdigit() else 0
+        if count == 0:
+            raise ConfigError(f"device '{name}': no CUDA GPU or driver on this machine (use solver.device=cpu)")
+        if index >= count:
+            raise ConfigError(f"device '{name}': this machine has {count} CUDA device(s)")
+        return
+    raise ConfigError(f"device '{name}' is not cpu, cuda or cuda:N")
+
+
 def main(argv=None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
@@ -292,13 +331,17 @@ def main(argv=None) -> int:
     try:
         from .compose import compose_run_config
 
-        overrides = list(getattr(args, "overrides", []))
-        if args.command == "run":
-            overrides += [f"case.image={args.image}"] if args.image else []
-            overrides += [f"case.labels={args.labels}"] if args.labels else []
-            overrides += [f"case.series={args.series}"] if args.series else []
-        cfg, yaml_text = compose_run_config(overrides)
+        cfg, yaml_text = compose_run_config(list(getattr(args, "overrides", [])))
+        if args.command == "run":  # paths bypass the override grammar (any character is fine)
+            for field_, value in (("image", args.image), ("labels", args.labels), ("series", args.series)):
+                if value is not None:
+                    setattr(cfg.case, field_, str(value))
         _init_warp(verbose=bool(os.environ.get("SURGTWIN_VERBOSE")))
+        _check_device(args.device if args.command == "bench" else cfg.solver.device)
+        if args.command in ("run", "simulate"):  # a bad plan fails before any stage runs
+            from .procedure import Procedure
+
+            Procedure.from_config(cfg.procedure)
         COMMANDS[args.command](args, cfg, yaml_text)
     except SurgtwinError as exc:
         print(f"surgtwin {args.command}: error: {exc}", file=sys.stderr)

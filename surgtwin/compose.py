@@ -33,3 +33,8 @@ def compose_run_config(overrides: list[str] | None = None) -> tuple[RunConfig, s
     finally:
         GlobalHydra.instance().clear()
     return run, yaml_text
+
+
+def config_yaml(cfg: RunConfig) -> str:
+    """The YAML of a RunConfig as it is now (after any programmatic change), for config.yaml."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

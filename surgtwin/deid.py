@@ -189,7 +189,7 @@ def deidentify_folder(src: str | Path, dst: str | Path, *, key: DeidKey | None =
         raise InputError(f"no such folder: {src}")
     files = sorted(p for p in src.rglob("*") if p.is_file())
     audit, written, skipped = Counter(), 0, 0
-    with staged_dir(dst, overwrite=False) as stage:
+    with staged_dir(dst) as stage:
         for i, path in enumerate(files):
             try:
                 ds = pydicom.dcmread(path)

@@ -53,22 +53,40 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+#: Files that mark a folder as surgtwin's own output (safe to replace with a new run).
+OUTPUT_MARKERS = ("surgtwin.log", "deid_audit.json")
+
+
+def is_replaceable(path: Path) -> bool:
+    """An absent path, an empty folder, or a folder a surgtwin command wrote."""
+    if not path.exists():
+        return True
+    if not path.is_dir():
+        return False
+    return not any(path.iterdir()) or any((path / m).is_file() for m in OUTPUT_MARKERS)
+
+
 @contextlib.contextmanager
 def staged_dir(final: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Build an output folder under a hidden staging name and move it into place on success.
 
-    On failure the staging folder is deleted, so a failed command leaves no partial output.
+    On failure the staging folder is deleted, so a failed command leaves no partial output. An
+    existing folder is replaced only if ``overwrite`` and it is empty or a previous surgtwin output;
+    anything else (a user's folder, a file) is refused before any work is done.
     """
-    final = Path(final)
+    from .errors import InputError
+
+    final = Path(final).resolve()
+    if final.exists() and not (overwrite and is_replaceable(final)):
+        what = "a file" if not final.is_dir() else "a folder that surgtwin did not write"
+        raise InputError(f"output {final} exists and is {what}: choose another -o")
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = final.with_name(f".partial-{uuid.uuid4().hex[:8]}-{final.name}")
     stage.mkdir()
     try:
         yield stage
         if final.exists():
-            if not overwrite:
-                raise FileExistsError(f"{final} exists")
-            shutil.rmtree(final) if final.is_dir() else final.unlink()
+            shutil.rmtree(final)
         os.replace(stage, final)
     finally:
         if stage.exists():

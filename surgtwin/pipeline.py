@@ -70,6 +70,9 @@ def add_spherical_lesion(labels: LabelMap, lesion: dict) -> int:
 
     Returns the number of voxels painted; for planning on scans whose lesion is not segmented.
     """
+    unknown = set(dict(lesion)) - {"name", "center_mm", "radius_mm"}
+    if unknown:
+        raise ConfigError(f"unknown lesion field(s): {', '.join(sorted(unknown))} (name, center_mm, radius_mm)")
     try:
         name = str(lesion.get("name", "liver_tumor"))
         center = np.asarray(lesion["center_mm"], dtype=float).reshape(3)
@@ -154,10 +157,8 @@ def simulate_case(mesh: TetMesh, labels: LabelMap | None, cfg: RunConfig, folder
     files = reh.save(folder)
     files["procedure"] = Procedure.from_config(cfg.procedure).save(folder / "procedure.json").name
     step = reh.resection
-    target = cfg.procedure.steps[-1]
-    target = target["target"] if isinstance(target, dict) else target.target
-    margin = cfg.procedure.steps[-1]
-    margin = margin["margin_mm"] if isinstance(margin, dict) else margin.margin_mm
+    procedure = Procedure.from_config(cfg.procedure)
+    target, margin = procedure.steps[-1].target, procedure.steps[-1].margin_mm
     metrics = resection_metrics(mesh, step, cfg.mesh.organ)
     metrics["margin_planned_mm"] = float(margin)
     metrics.update(deformation_metrics(mesh.points, reh.preop_mm, reh.postop_mm, reh.remnant_nodes,

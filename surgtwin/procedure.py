@@ -77,9 +77,13 @@ class Resection:
     removed: np.ndarray          # (m,) bool, elements removed (target + margin + detached islands)
     cut_faces: np.ndarray        # (k, 3) node triangles of the resection surface (kept side)
     cut_face_region: np.ndarray  # (k,) label of the kept element owning each cut face
-    target_nodes: np.ndarray     # node indices on the target's boundary
+    target_faces: np.ndarray     # (t, 3) node triangles of the target's surface
     plane: tuple | None = None   # (normal, offset) in plane mode
     cut_face_owner: np.ndarray | None = None  # (k,) kept element owning each cut face
+
+    @property
+    def target_nodes(self) -> np.ndarray:
+        return np.unique(self.target_faces)
 
 
 def plan_resection(mesh: TetMesh, step: ResectionStep, removed_before: np.ndarray | None = None) -> Resection:
@@ -94,7 +98,8 @@ def plan_resection(mesh: TetMesh, step: ResectionStep, removed_before: np.ndarra
     target = labels == tid
     if not target.any():
         raise LabelError(f"resection target '{step.target}' is not in the mesh")
-    tnodes = np.unique(boundary_faces(tets[target]))
+    tfaces = boundary_faces(tets[target])
+    tnodes = np.unique(tfaces)
     plane = None
     if step.mode == "sphere":
         dist, _ = cKDTree(pts[tnodes]).query(pts)
@@ -111,19 +116,19 @@ def plan_resection(mesh: TetMesh, step: ResectionStep, removed_before: np.ndarra
         removed |= removed_before
     removed |= ~largest_piece(tets, ~removed, mesh.tet_volumes_mm3(), connectivity="node")
     _check_remnant(removed, step)
-    res = _resection_surface(mesh, removed, tnodes, plane)
-    for _ in range(20):  # sphere mode: faces between far vertices can still pass inside the margin
+    res = _resection_surface(mesh, removed, tfaces, plane)
+    for _ in range(50):  # sphere mode: faces between far vertices can still pass inside the margin
         if step.mode != "sphere" or len(res.cut_faces) == 0:
             break
-        face, dist = closest_cut_faces(pts, res.cut_faces, pts[tnodes])
-        close = dist < step.margin_mm - 1e-9
-        if not close.any():
+        face, dist = margin_samples(pts, res)[1:3]
+        close = np.unique(face[dist < step.margin_mm - 1e-9])
+        if len(close) == 0:
             break
         removed = removed.copy()
-        removed[res.cut_face_owner[face[close]]] = True
+        removed[res.cut_face_owner[close]] = True
         removed |= ~largest_piece(tets, ~removed, mesh.tet_volumes_mm3(), connectivity="node")
         _check_remnant(removed, step)
-        res = _resection_surface(mesh, removed, tnodes, plane)
+        res = _resection_surface(mesh, removed, tfaces, plane)
     return res
 
 
@@ -132,23 +137,49 @@ def _check_remnant(removed: np.ndarray, step: ResectionStep):
         raise ConfigError(f"resection of '{step.target}' with margin {step.margin_mm} mm removes the whole organ")
 
 
-def _resection_surface(mesh: TetMesh, removed: np.ndarray, tnodes: np.ndarray, plane) -> Resection:
+def _resection_surface(mesh: TetMesh, removed: np.ndarray, tfaces: np.ndarray, plane) -> Resection:
     tets = mesh.tets
     kept = np.flatnonzero(~removed)
     faces, owner = boundary_faces(tets[kept], return_owner=True)
     owner = kept[owner]
     n = len(mesh.points)
     is_cut = np.isin(_face_keys(faces, n), _face_keys(boundary_faces(tets[removed]), n))
-    return Resection(removed, faces[is_cut], mesh.labels[owner[is_cut]], tnodes, plane, owner[is_cut])
+    return Resection(removed, faces[is_cut], mesh.labels[owner[is_cut]], tfaces, plane, owner[is_cut])
 
 
-def closest_cut_faces(points: np.ndarray, faces: np.ndarray, targets: np.ndarray):
-    """For each target point: (index of the nearest triangle, its exact distance)."""
+def sample_triangles(points: np.ndarray, faces: np.ndarray, spacing: float):
+    """Dense samples on triangles: the centroids of a uniform n x n subdivision of each face, with
+    n chosen so sub-triangle edges are at most ``spacing``. Returns (samples (s, 3), face index (s,),
+    area of each sample's sub-triangle (s,)) — the sub-triangles tile the faces exactly."""
+    a, b, c = points[faces[:, 0]], points[faces[:, 1]], points[faces[:, 2]]
+    edge = np.max([np.linalg.norm(b - a, axis=1), np.linalg.norm(c - b, axis=1), np.linalg.norm(a - c, axis=1)], 0)
+    nsub = np.maximum(1, np.ceil(edge / spacing).astype(int))
+    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    out_p, out_f, out_a = [], [], []
+    for n in np.unique(nsub):
+        sel = np.flatnonzero(nsub == n)
+        i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        up = (i + j) < n                          # upward sub-triangles: centroid (i+1/3, j+1/3)
+        down = (i + j) < n - 1                    # downward ones: centroid (i+2/3, j+2/3)
+        uv = np.concatenate([np.c_[i[up] + 1 / 3, j[up] + 1 / 3], np.c_[i[down] + 2 / 3, j[down] + 2 / 3]]) / n
+        pts = a[sel, None] + uv[None, :, :1] * (b - a)[sel, None] + uv[None, :, 1:] * (c - a)[sel, None]
+        out_p.append(pts.reshape(-1, 3))
+        out_f.append(np.repeat(sel, len(uv)))
+        out_a.append(np.repeat(area[sel] / n ** 2, len(uv)))
+    return np.concatenate(out_p), np.concatenate(out_f), np.concatenate(out_a)
+
+
+def margin_samples(points: np.ndarray, res: Resection, spacing: float = 1.0):
+    """Samples on the resection surface with their exact distance to the target's surface.
+
+    Returns (samples, cut-face index, distance [mm], sample area)."""
     import pyvista as pv
 
-    surf = pv.PolyData(points, np.hstack([np.full((len(faces), 1), 3), faces]).ravel())
-    idx, closest = surf.find_closest_cell(targets, return_closest_point=True)
-    return np.atleast_1d(idx), np.linalg.norm(np.atleast_2d(closest) - targets, axis=1)
+    samples, face, area = sample_triangles(points, res.cut_faces, spacing)
+    tf = res.target_faces
+    surf = pv.PolyData(points, np.hstack([np.full((len(tf), 1), 3), tf]).ravel())
+    _, closest = surf.find_closest_cell(samples, return_closest_point=True)
+    return samples, face, np.linalg.norm(np.atleast_2d(closest) - samples, axis=1), area
 
 
 def _plane_normal(mesh: TetMesh, target: np.ndarray, step: ResectionStep) -> np.ndarray:

@@ -9,13 +9,14 @@ import base64
 import html
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from .config import ReportConfig
 from .errors import InputError
-from .fileio import atomic_path, write_text
+from .fileio import write_text
 from .risk import RiskReport
 
 RISK_COLORS = {"high": "#d62728", "moderate": "#ff7f0e", "low": "#2ca02c"}
@@ -91,8 +92,10 @@ def render_images(run: Path, cfg: ReportConfig, report: RiskReport | None = None
     headless_rendering()
     import pyvista as pv
 
+    _scene_files(run)  # fail before anything is written
     out = {}
-    (run / "images").mkdir(exist_ok=True)
+    stage = run / f".images-{os.getpid()}"
+    stage.mkdir(exist_ok=True)
     for overlay, name, title in (("shift_mm", "deformation", "Deformed remnant: shift after resection"),
                                  ("risk", "risk", "Resection surface and transected vessels"),
                                  ("max_principal_strain", "strain", "Peak strain in the remnant")):
@@ -100,11 +103,12 @@ def render_images(run: Path, cfg: ReportConfig, report: RiskReport | None = None
         pl.set_background("white")
         build_scene(pl, run, overlay, report=report)
         pl.add_text(title, font_size=12, color="black")
-        path = run / "images" / f"{name}.png"
-        with atomic_path(path) as tmp:
-            pl.screenshot(str(tmp))
+        pl.screenshot(str(stage / f"{name}.png"))
         pl.close()
         out[name] = f"images/{name}.png"
+    if (run / "images").exists():
+        shutil.rmtree(run / "images")
+    os.replace(stage, run / "images")  # all images appear together, or the old ones stay
     return out
 
 
@@ -113,6 +117,7 @@ def render_report(run: str | Path, cfg: ReportConfig | None = None) -> Path:
     run = Path(run)
     cfg = cfg or ReportConfig()
     report = RiskReport.load(run / "report.json")
+    _scene_files(run)
     if cfg.images:
         report.images = render_images(run, cfg, report)
         report.save(run / "report.json")

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.spatial import cKDTree
 
 from .errors import InputError
 from .fileio import write_json
 from .mesh import TetMesh, triangle_areas
-from .procedure import Resection, closest_cut_faces
+from .procedure import Resection, margin_samples, sample_triangles
 
 VESSEL_HIGH_MM = 5.0      # transected vessel diameter needing ligation / reconstruction
 VESSEL_MODERATE_MM = 3.0
@@ -82,39 +83,89 @@ def resection_metrics(mesh: TetMesh, res: Resection, organ: str) -> dict:
 
 
 def achieved_margin_mm(points: np.ndarray, res: Resection) -> float:
-    """Smallest distance from the target's surface nodes to the resection surface."""
+    """Smallest distance between the resection surface (sampled every 1 mm) and the target's surface."""
     if len(res.cut_faces) == 0:
         return float("inf")
-    return float(closest_cut_faces(points, res.cut_faces, points[res.target_nodes])[1].min())
+    return float(margin_samples(points, res)[2].min())
 
 
 def vessel_crossings(mesh: TetMesh, res: Resection, labelmap=None) -> list[VesselCrossing]:
-    """Vessel cross-sections on the resection surface, one per connected patch of vessel faces.
+    """Vessels cut by the resection surface, one entry per crossing, largest first.
 
-    The diameter is twice the largest inscribed radius of the vessel in the label map near the
-    crossing (robust to the element-scale staircase of the cut); without a label map it is the
-    equivalent diameter of the crossing area.
+    With the label map, the rest-configuration resection surface is sampled at half the voxel size
+    and the vessel label is looked up at each sample; samples of one vessel label closer than two
+    sample spacings form one crossing. Its lumen area is the sampled area projected on the plane normal
+    to the vessel (principal axis of its voxels there; so a staircase cut does not inflate it) and its
+    diameter 2 sqrt(A / pi).
+    Without a label map, the cut faces owned by vessel-tagged elements are used the same way.
     """
-    vessel_ids = set(mesh.table.ids_in_category("vessel"))
-    out = []
+    vessel_ids = np.array(mesh.table.ids_in_category("vessel"))
     pts = mesh.points
-    for lid in sorted(set(np.unique(res.cut_face_region)) & vessel_ids):
-        faces = res.cut_faces[res.cut_face_region == lid]
-        rows = np.repeat(np.arange(len(faces)), 3)
-        inc = sp.csr_matrix((np.ones(len(rows)), (rows, faces.ravel())), shape=(len(faces), len(pts)))
-        ncomp, comp = sp.csgraph.connected_components(inc @ inc.T, directed=False)
+    if len(res.cut_faces) == 0:
+        return []
+    if labelmap is not None:
+        from .mesh import sample_labels
+
+        spacing = 0.5 * float(min(labelmap.image.GetSpacing()))
+        samples, face, area = sample_triangles(pts, res.cut_faces, spacing)
+        lab = sample_labels(labelmap, samples)
+    else:
+        spacing = 1.0
+        samples, face, area = sample_triangles(pts, res.cut_faces, spacing)
+        lab = res.cut_face_region[face]
+    normals = np.cross(pts[res.cut_faces[:, 1]] - pts[res.cut_faces[:, 0]],
+                       pts[res.cut_faces[:, 2]] - pts[res.cut_faces[:, 0]])
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    out = []
+    for lid in np.intersect1d(np.unique(lab), vessel_ids):
+        hit = np.flatnonzero(lab == lid)
+        pairs = cKDTree(samples[hit]).query_pairs(2.0 * spacing, output_type="ndarray")
+        graph = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(hit), len(hit)))
+        ncomp, comp = sp.csgraph.connected_components(graph, directed=False)
         for c in range(ncomp):
-            f = faces[comp == c]
-            area = float(triangle_areas(pts, f).sum())
-            centroid = pts[np.unique(f)].mean(axis=0)
-            diameter = 2.0 * np.sqrt(area / np.pi)
+            idx = hit[comp == c]
+            n = normals[face[idx]]
+            centre = samples[idx].mean(axis=0)
+            axis = None
             if labelmap is not None:
-                samples = np.vstack([pts[np.unique(f)], pts[f].mean(axis=1)])
-                reach = max(0.5 * _edge_length(pts, f), 2.0)
-                diameter = 2.0 * _inscribed_radius_mm(labelmap, lid, samples, reach) or diameter
+                reach = 2.0 * np.sqrt(area[idx].sum() / np.pi) + 4.0 * spacing
+                axis = _local_axis(labelmap, int(lid), centre, reach)
+            if axis is None:  # no label map: the crossing's mean surface normal
+                axis = (area[idx, None] * n).sum(0)
+                axis /= max(np.linalg.norm(axis), 1e-12)
+            lumen = float((area[idx] * np.abs(n @ axis)).sum())
+            if lumen < 2.0 * spacing ** 2:  # under half a voxel's cross-section: a graze, not resolved
+                continue
+            diameter = 2.0 * np.sqrt(lumen / np.pi)
             risk = "high" if diameter >= VESSEL_HIGH_MM else "moderate" if diameter >= VESSEL_MODERATE_MM else "low"
-            out.append(VesselCrossing(mesh.table.name_of(lid), area, float(diameter), centroid.round(1).tolist(), risk))
+            out.append(VesselCrossing(mesh.table.name_of(lid), lumen, float(diameter),
+                                      centre.round(1).tolist(), risk))
     return sorted(out, key=lambda v: -v.diameter_mm)
+
+
+def _local_axis(labelmap, label_id: int, centre_mm: np.ndarray, reach_mm: float):
+    """Direction of a vessel near a point: principal axis of its voxels within ``reach_mm``."""
+    import SimpleITK as sitk
+
+    from .mesh import index_to_physical, physical_to_index
+
+    img = labelmap.image
+    c = physical_to_index(img, centre_mm[None])[0]
+    r = reach_mm / np.asarray(img.GetSpacing())
+    lo = np.maximum(np.floor(c - r).astype(int), 0)
+    hi = np.minimum(np.ceil(c + r).astype(int) + 1, np.array(img.GetSize()))
+    if np.any(hi <= lo):
+        return None
+    sub = sitk.GetArrayViewFromImage(img)[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]
+    zyx = np.argwhere(sub == label_id)
+    if len(zyx) < 8:
+        return None
+    xyz = index_to_physical(img, zyx[:, ::-1] + lo)
+    xyz = xyz[np.linalg.norm(xyz - centre_mm, axis=1) <= reach_mm]
+    if len(xyz) < 8:
+        return None
+    w, v = np.linalg.eigh(np.cov((xyz - xyz.mean(0)).T))
+    return v[:, -1] if w[-1] > 1.5 * w[-2] else None  # elongated: a tube; else (bifurcation) no axis
 
 
 def deformation_metrics(rest_mm: np.ndarray, pre_mm: np.ndarray, post_mm: np.ndarray, nodes: np.ndarray,
@@ -150,38 +201,3 @@ def risk_flags(metrics: dict, vessels: list[VesselCrossing], planned_margin: flo
     if metrics["inverted_elements"]:
         flags.append(f"{metrics['inverted_elements']} inverted elements after re-equilibration")
     return flags
-
-
-def _edge_length(points: np.ndarray, faces: np.ndarray) -> float:
-    return float(np.linalg.norm(points[faces[:, 1]] - points[faces[:, 0]], axis=1).max())
-
-
-def _inscribed_radius_mm(labelmap, label_id: int, samples_mm: np.ndarray, reach_mm: float) -> float:
-    """Largest inscribed radius of the structure among its voxels within ``reach_mm`` of the samples."""
-    import SimpleITK as sitk
-    from scipy.spatial import cKDTree
-
-    from .mesh import index_to_physical, physical_to_index
-
-    img = labelmap.image
-    idx = physical_to_index(img, samples_mm)
-    r = reach_mm / np.asarray(img.GetSpacing())
-    lo = np.maximum(np.floor(idx.min(0) - r).astype(int) - 1, 0)
-    hi = np.minimum(np.ceil(idx.max(0) + r).astype(int) + 2, np.array(img.GetSize()))
-    if np.any(hi <= lo):
-        return 0.0
-    background = sitk.RegionOfInterest(img, (hi - lo).tolist(), lo.tolist()) != int(label_id)
-    background = sitk.ConstantPad(background, [1, 1, 1], [1, 1, 1], 1)
-    # distance of structure voxel centres to the nearest background voxel centre
-    dist = sitk.SignedMaurerDistanceMap(background, insideIsPositive=False, squaredDistance=False,
-                                        useImageSpacing=True)
-    arr = sitk.GetArrayFromImage(dist)[1:-1, 1:-1, 1:-1]
-    zyx = np.argwhere(arr > 0)
-    if len(zyx) == 0:
-        return 0.0
-    phys = index_to_physical(img, zyx[:, ::-1] + lo)
-    near = cKDTree(samples_mm).query(phys, distance_upper_bound=reach_mm)[0] <= reach_mm
-    # The voxel-centre distance is itself the radius estimate: the true boundary lies half a voxel
-    # beyond the last inside centre, and the deepest centre sits up to half a voxel off the axis.
-    half_voxel = 0.5 * float(np.mean(img.GetSpacing()))
-    return max(float(arr[tuple(zyx[near].T)].max()), half_voxel) if near.any() else 0.0

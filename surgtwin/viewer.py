@@ -28,8 +28,9 @@ def view(run: str | Path, *, overlay: str = "shift_mm", screenshot: str | Path |
         raise InputError(f"no such run folder: {run}")
     report = RiskReport.load(run / "report.json") if (run / "report.json").is_file() else None
     off = screenshot is not None
-    if not off and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and os.name != "nt":
-        raise InputError("no display to open a window on: use --screenshot FILE.png (or run under Xvfb)")
+    if not off and (not pv.system_supports_plotting() or (
+            os.name == "posix" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")))):
+        raise InputError("no usable display to open a window on: use --screenshot FILE.png (or run under Xvfb)")
     pl = pv.Plotter(off_screen=off, window_size=list(window_size), title=f"surgtwin – {run.name}")
     pl.set_background("white")
     build_scene(pl, run, overlay, report=report)

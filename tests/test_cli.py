@@ -196,3 +196,38 @@ def test_input_then_override_order(phantom_run, work):
     proc = surgtwin("mesh", phantom_run[0] / "labels.nii.gz", "mesh.size_mm=9", "-o", out, cwd=work)
     assert proc.returncode == 0, proc.stderr
     assert (out / "volume.vtu").is_file()
+
+
+def test_user_folder_is_never_replaced(work):
+    mine = work / "precious"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work")
+    proc = surgtwin("phantom", "-o", mine, cwd=work)
+    assert proc.returncode != 0 and "did not write" in proc.stderr
+    assert (mine / "thesis.txt").read_text() == "years of work" and len(list(mine.iterdir())) == 1
+
+
+@pytest.mark.parametrize("args, words", [
+    (["run", "solver.device=cuda"], "no CUDA"),
+    (["run", "solver.device=tpu"], "not cpu, cuda"),
+    (["run", "case.lesions=[{center_mm:[0,0,0],radius_mm:5,shape:cube}]"], "shape"),
+    (["run", "procedure.steps=[{mode:cube}]"], "cube"),
+    (["bench", "--sizes", "abc"], "--sizes"),
+    (["view"], "required"),
+])
+def test_config_and_usage_errors_are_one_line_and_early(work, args, words):
+    proc = surgtwin(*args, "-o", work / "never", cwd=work) if args[0] != "view" else surgtwin(*args, cwd=work)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and words in lines[0], proc.stderr
+    assert not (work / "never").exists()
+
+
+def test_input_paths_with_special_characters(phantom_run, work):
+    odd = work / "CT (1), a=b's"
+    shutil.copytree(phantom_run[0] / "dicom", odd / "dicom")
+    shutil.copy(phantom_run[0] / "labels.nii.gz", odd / "labels.nii.gz")
+    out = work / "odd-run"
+    proc = surgtwin("run", "--image", odd / "dicom", "--labels", odd / "labels.nii.gz", "-o", out,
+                    "mesh=coarse", "report.images=false", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert "CT (1), a=b's" in (out / "config.yaml").read_text()

@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from surgtwin.config import PhantomConfig
 from surgtwin.dicom import PATIENT_ID, PATIENT_NAME, PLACEHOLDER_DATE, PLACEHOLDER_TIME, write_dicom_series
-from surgtwin.errors import ConfigError
+from surgtwin.errors import InputError, ConfigError
 from surgtwin.phantom import (depth_in, ellipsoid_level, grid_geometry, make_phantom, phantom_truth,
                               segment_distance)
 from surgtwin.volume import read_image
@@ -205,12 +205,15 @@ def test_lps_geometry(coarse):
 def test_dicom_round_trip(coarse, tmp_path):
     _, vol, _, _ = coarse
     folder = tmp_path / "ct"
-    (folder).mkdir()
-    (folder / "stale.txt").write_text("replaced")                  # existing output is replaced
+    folder.mkdir()
+    (folder / "mine.txt").write_text("a user's file")
+    with pytest.raises(InputError, match="did not write"):        # a user's folder is never replaced
+        write_dicom_series(vol, folder)
+    assert (folder / "mine.txt").read_text() == "a user's file"
+    (folder / "mine.txt").unlink()                                  # an empty folder is fine
     files = write_dicom_series(vol, folder, series_description="test series")
     assert len(files) == vol.shape[2] and all(f.is_file() for f in files)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct"]     # no staging leftovers
-    assert not (folder / "stale.txt").exists()
     img = read_image(folder)
     assert np.allclose(img.GetSpacing(), vol.image.GetSpacing(), atol=1e-4)
     assert np.allclose(img.GetOrigin(), vol.image.GetOrigin(), atol=1e-4)

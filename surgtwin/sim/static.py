@@ -3,7 +3,8 @@
 Each Newton step solves K(x) dx = f(x) inexactly (Eisenstat-Walker style relative tolerance) with
 kernels from ``kernels.linalg``; CG stops early on non-positive curvature, in which case the
 preconditioned residual is used as a descent direction. The line search accepts a step only if the
-total potential energy decreases (Armijo), which also keeps elements from inverting through a step.
+total potential energy decreases (Armijo). Stable Neo-Hookean energy stays finite for inverted
+elements, so inversion is not prevented here: callers count inverted elements after a solve.
 """
 from __future__ import annotations
 
