@@ -40,7 +40,7 @@ def region_materials(mesh: TetMesh, cfg: MaterialConfig):
         name = mesh.table.name_of(lid)
         t = lib.get(name)
         if t is None or not {"youngs_kpa", "poisson", "density_kg_m3"} <= set(t):
-            raise ConfigError(f"no tissue parameters for '{name}': add material.tissues.{name}")
+            raise ConfigError(f"no tissue parameters for '{name}': add +material.tissues.{name}.youngs_kpa=... (and poisson, density_kg_m3)")
         sel = labels == lid
         e[sel], nu[sel], rho[sel] = t["youngs_kpa"] * 1e3, t["poisson"], t["density_kg_m3"]
         used[name] = {k: t[k] for k in ("youngs_kpa", "poisson", "density_kg_m3")} | {"source": t.get("source", "")}

@@ -238,10 +238,15 @@ class TetMesh:
             raise MeshError(f"mesh size {size_mm} mm is too fine for this structure (> 20M tets)")
         axes = [lo[a] + step[a] * np.arange(counts[a]) for a in range(3)]
         gi, gj, gk = np.meshgrid(*axes, indexing="ij")
-        points = index_to_physical(labelmap.image, np.c_[gi.ravel(), gj.ravel(), gk.ravel()])
+        # nodes are clamped to the scanned volume: a liver cut by the field of view stays cut there
+        size = np.array(labelmap.image.GetSize())
+        grid_ijk = np.clip(np.c_[gi.ravel(), gj.ravel(), gk.ravel()], -0.5, size - 0.5)
+        points = index_to_physical(labelmap.image, grid_ijk)
         tets = kuhn_tets(counts)
         labels = sample_labels(labelmap, points[tets].mean(axis=1))
         keep = np.isin(labels, present)
+        _, signed = orient_positive(points, tets)
+        keep &= np.abs(signed) > 1e-3 * size_mm ** 3 / 6.0  # flattened by the clamp: dropped
         if organ is not None:
             oid = labelmap.table.id_of(organ)
             inside = sample_mask(organ_envelope(labelmap, oid, envelope_mm), points[tets].mean(axis=1))

@@ -28,7 +28,7 @@ def segment(volume: Volume, cfg: SegmentConfig, table: LabelTable | None = None)
     out = threshold_tissues(volume, table)
     if cfg.method == "seeded":
         if not cfg.seeds:
-            raise ConfigError("seeded segmentation needs seeds, e.g. segment.seeds.liver=[-60,0,40]")
+            raise ConfigError("seeded segmentation needs seeds, e.g. '+segment.seeds.liver=[-60,0,40]'")
         body = out != 0
         for name, point in cfg.seeds.items():
             mask = grow_from_seed(volume, point, radius_mm=cfg.seed_radius_mm,
