@@ -161,6 +161,7 @@ def cmd_phantom(args, cfg, yaml_text):
 
 
 def cmd_segment(args, cfg, yaml_text):
+    from .qc import qc_overlay
     from .segment import segment
     from .volume import Volume
 
@@ -168,6 +169,7 @@ def cmd_segment(args, cfg, yaml_text):
     with _run_folder("segment", args.out, cfg) as run:
         labels = segment(volume, cfg.segment)
         labels.save(run / "labels.nii.gz")
+        qc_overlay(volume, labels, run / "qc.png")
         log.info("segmented: %s", ", ".join(f"{k} {v:.0f} mL" for k, v in labels.volumes_ml().items()))
 
 

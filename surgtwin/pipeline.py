@@ -61,7 +61,10 @@ def prepare_case(cfg: RunConfig, folder: Path | None = None) -> Case:
     for lesion in c.lesions:
         add_spherical_lesion(case.labels, lesion)
     if folder is not None:
+        from .qc import qc_overlay
+
         case.labels.save(folder / "labels.nii.gz")
+        qc_overlay(case.volume, case.labels, folder / "labels_qc.png")
     return case
 
 

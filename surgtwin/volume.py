@@ -107,6 +107,8 @@ class LabelMap:
     def load(cls, path: str | Path, table: str | Path | LabelTable | None = None) -> "LabelMap":
         """Load a multilabel image; the table comes from ``table``, a sidecar ``labels.json``, or the default."""
         path = Path(path)
+        if path.name.lower().endswith(".seg.nrrd"):
+            return cls._load_slicer_segmentation(path, table if isinstance(table, LabelTable) else None)
         img = read_image(path)
         if isinstance(table, LabelTable):
             tab = table
@@ -119,6 +121,46 @@ class LabelMap:
         if not np.allclose(arr, np.round(arr)) or arr.min() < 0:
             raise InputError(f"{path.name}: not a label map (values must be non-negative integers)")
         lm = cls(img, tab)
+        if not lm.present_ids():
+            raise LabelError(f"{path.name}: label map is empty (no non-zero voxels)")
+        return lm
+
+    @classmethod
+    def _load_slicer_segmentation(cls, path: Path, table: LabelTable | None) -> "LabelMap":
+        """A 3D Slicer ``.seg.nrrd``: segments (name, label value, layer) become label ids by name."""
+        from .labels import Label
+
+        if not path.is_file():
+            raise InputError(f"no such file or folder: {path}")
+        try:
+            img = sitk.ReadImage(str(path))
+        except RuntimeError:
+            raise InputError(f"{path.name}: cannot be read as a Slicer segmentation") from None
+        keys = set(img.GetMetaDataKeys())
+        count = 0
+        while f"Segment{count}_Name" in keys:
+            count += 1
+        if count == 0:
+            raise InputError(f"{path.name}: no Segment<N>_Name entries (not a Slicer segmentation)")
+        table = LabelTable(dict((table or LabelTable.default()).labels))
+        layers = img.GetNumberOfComponentsPerPixel()
+        data = sitk.GetArrayFromImage(img)  # (z, y, x) or (z, y, x, layers)
+        if layers == 1:
+            data = data[..., None]
+        out = np.zeros(data.shape[:3], np.uint16)
+        for i in range(count):
+            name = img.GetMetaData(f"Segment{i}_Name").strip()
+            value = int(img.GetMetaData(f"Segment{i}_LabelValue")) if f"Segment{i}_LabelValue" in keys else i + 1
+            layer = int(img.GetMetaData(f"Segment{i}_Layer")) if f"Segment{i}_Layer" in keys else 0
+            if name not in table:
+                new_id = max([999, *table.labels]) + 1
+                table.labels[new_id] = Label(new_id, name)
+            out[data[..., layer] == value] = table.id_of(name)
+        ref = sitk.Image(img.GetSize(), sitk.sitkUInt8)
+        ref.SetOrigin(img.GetOrigin())
+        ref.SetSpacing(img.GetSpacing())
+        ref.SetDirection(img.GetDirection())
+        lm = cls.from_array(out, ref, table)
         if not lm.present_ids():
             raise LabelError(f"{path.name}: label map is empty (no non-zero voxels)")
         return lm

@@ -53,7 +53,7 @@ def test_report_numbers(run_dir):
 
 def test_run_folder_contents(run_dir):
     out, report = run_dir
-    for rel in ("ct.nii.gz", "labels.nii.gz", "labels.json", "dicom", "mesh/volume.vtu", "mesh/quality.json",
+    for rel in ("ct.nii.gz", "labels.nii.gz", "labels.json", "labels_qc.png", "dicom", "mesh/volume.vtu", "mesh/quality.json",
                 "mesh/surfaces/liver_tumor.vtp", "sim/model.vtu", "sim/preop.vtu", "sim/postop.vtu",
                 "sim/removed.vtu", "sim/cut_surface.vtp", "report.json", "report.html", "images/risk.png"):
         assert (out / rel).exists(), rel
