@@ -6,6 +6,9 @@ hole filling and a morphological opening, on top of the threshold result.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 from scipy import ndimage
 import SimpleITK as sitk
@@ -21,10 +24,14 @@ BODY_HU, BONE_HU, FAT_HU = -500.0, 200.0, (-190.0, -30.0)
 def segment(volume: Volume, cfg: SegmentConfig, table: LabelTable | None = None) -> LabelMap:
     """Label map on the volume's grid (ids from the surgtwin/TotalSegmentator table)."""
     table = table or LabelTable.default()
+    if cfg.method == "totalsegmentator":
+        return totalsegmentator_labels(volume, table)
     if cfg.method not in ("threshold", "seeded"):
-        raise ConfigError(f"segmentation method '{cfg.method}' is not available (threshold, seeded)")
+        raise ConfigError(f"segmentation method '{cfg.method}' is not available (threshold, seeded, totalsegmentator)")
     if volume.modality.upper() != "CT":
-        raise InputError(f"threshold segmentation needs CT in HU, got {volume.modality}")
+        if cfg.method != "seeded":
+            raise InputError(f"threshold segmentation needs CT in HU, got {volume.modality} (use seeded)")
+        return _seeded_only(volume.normalized(), cfg, table)
     out = threshold_tissues(volume, table)
     if cfg.method == "seeded":
         if not cfg.seeds:
@@ -34,6 +41,17 @@ def segment(volume: Volume, cfg: SegmentConfig, table: LabelTable | None = None)
             mask = grow_from_seed(volume, point, radius_mm=cfg.seed_radius_mm,
                                   multiplier=cfg.confidence_multiplier) & body
             out[mask] = table.id_of(name)
+    return LabelMap.from_array(out, volume.image, table)
+
+
+def _seeded_only(volume: Volume, cfg: SegmentConfig, table: LabelTable) -> LabelMap:
+    """Seeded growing on an intensity-normalised (MR) image, with no HU-based body mask."""
+    if not cfg.seeds:
+        raise ConfigError("seeded segmentation needs seeds, e.g. '+segment.seeds.liver=[-60,0,40]'")
+    out = np.zeros(sitk.GetArrayViewFromImage(volume.image).shape, np.uint16)
+    for name, point in cfg.seeds.items():
+        out[grow_from_seed(volume, point, radius_mm=cfg.seed_radius_mm, multiplier=cfg.confidence_multiplier)] = \
+            table.id_of(name)
     return LabelMap.from_array(out, volume.image, table)
 
 
@@ -88,3 +106,33 @@ def grow_from_seed(volume: Volume, point_mm, *, radius_mm: float = 8.0, multipli
         raise InputError(f"region growing from {list(point_mm)} mm found nothing (seed on an edge?)")
     mask = sitk.BinaryFillhole(sitk.BinaryMorphologicalClosing(cc == lab, [2, 2, 2]))
     return sitk.GetArrayFromImage(mask).astype(bool)
+
+
+def totalsegmentator_weights_dir() -> Path:
+    return Path(os.environ.get("TOTALSEG_HOME_DIR", Path.home() / ".totalsegmentator")) / "nnunet" / "results"
+
+
+def totalsegmentator_labels(volume: Volume, table: LabelTable) -> LabelMap:
+    """Run an installed TotalSegmentator (task ``total``) offline. Nothing is downloaded: without the
+    package or its weights this ends in a message saying how to install them."""
+    import importlib.util
+    import tempfile
+
+    if importlib.util.find_spec("totalsegmentator") is None:
+        raise ConfigError("TotalSegmentator is not installed: pip install TotalSegmentator, then fetch its "
+                          "weights once with totalseg_download_weights -t total (surgtwin never downloads)")
+    weights = totalsegmentator_weights_dir()
+    if not weights.is_dir() or not any(weights.iterdir()):
+        raise ConfigError(f"TotalSegmentator weights not found in {weights}: fetch them once with "
+                          "totalseg_download_weights -t total (surgtwin never downloads at run time)")
+    from totalsegmentator.config import set_config_key
+    from totalsegmentator.python_api import totalsegmentator
+
+    set_config_key("send_usage_stats", False)  # offline: no telemetry
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "ct.nii.gz", Path(tmp) / "seg.nii.gz"
+        sitk.WriteImage(volume.image, str(src))
+        totalsegmentator(str(src), str(out), ml=True, quiet=True)
+        labels = sitk.ReadImage(str(out))
+    labels = sitk.Resample(labels, volume.image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
+    return LabelMap(labels, table)

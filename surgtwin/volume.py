@@ -77,6 +77,18 @@ class Volume:
         """Voxel values as a (z, y, x) numpy array."""
         return sitk.GetArrayFromImage(self.image)
 
+    def normalized(self) -> "Volume":
+        """MR (or any non-HU image) rescaled so the 1st-99th percentile of the foreground (Otsu) spans
+        0-1000; intensity methods built for HU-like ranges then apply. CT is returned unchanged."""
+        if self.modality.upper() == "CT":
+            return self
+        arr = sitk.GetArrayFromImage(self.image).astype(np.float32)
+        fg = sitk.GetArrayFromImage(sitk.OtsuThreshold(self.image, 0, 1)) > 0
+        lo, hi = np.percentile(arr[fg] if fg.any() else arr, [1, 99])
+        out = sitk.GetImageFromArray(((arr - lo) / max(hi - lo, 1e-6) * 1000.0).astype(np.float32))
+        out.CopyInformation(self.image)
+        return Volume(out, self.modality)
+
     @property
     def spacing(self) -> tuple[float, float, float]:
         return tuple(self.image.GetSpacing())

@@ -84,3 +84,44 @@ def test_segment_errors(phantom):
         segment(volume, SegmentConfig(method="magic"))
     with pytest.raises(InputError, match="CT"):
         segment(Volume(volume.image, modality="MR"), SegmentConfig())
+
+
+def test_totalsegmentator_method_never_downloads(phantom, monkeypatch, tmp_path):
+    """Without the package (or its weights) the method explains how to install them; nothing is fetched."""
+    import importlib.util
+
+    _, volume, _ = phantom
+    if importlib.util.find_spec("totalsegmentator") is None:
+        with pytest.raises(ConfigError, match="not installed"):
+            segment(volume, SegmentConfig(method="totalsegmentator"))
+    else:
+        monkeypatch.setenv("TOTALSEG_HOME_DIR", str(tmp_path))
+        with pytest.raises(ConfigError, match="weights not found"):
+            segment(volume, SegmentConfig(method="totalsegmentator"))
+
+
+def test_seeded_liver_on_real_mr():
+    """MR is intensity-normalised, then grown from one click; its TotalSegmentator-MR table is imported."""
+    import json
+
+    from surgtwin.labels import LabelTable
+    from surgtwin.mesh import index_to_physical
+
+    path = DATA / "mr_abdomen_3mm"
+    if not path.is_dir():
+        pytest.skip("shared real data not present")
+    volume = Volume.load(path / "mr.nii.gz", modality="MR")
+    ids = json.loads((DATA / "reference_label_ids.json").read_text())["total_mr"]
+    ref = LabelMap.load(path / "reference_seg.nii.gz", table=LabelTable.from_json_dict(ids))
+    liver = ref.array() == ref.table.id_of("liver")
+    norm = sitk_array(volume.normalized())
+    assert 0.0 <= np.percentile(norm[liver], 50) <= 1000.0
+    seed = index_to_physical(volume.image, np.median(np.argwhere(liver), axis=0)[::-1][None])[0]
+    seg = segment(volume, SegmentConfig(method="seeded", seeds={"liver": seed.tolist()}))
+    assert dice(seg.array() == seg.table.id_of("liver"), liver) > 0.84   # measured 0.88
+
+
+def sitk_array(volume):
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(volume.image)
