@@ -78,12 +78,13 @@ class Volume:
         return sitk.GetArrayFromImage(self.image)
 
     def normalized(self) -> "Volume":
-        """MR (or any non-HU image) rescaled so the 1st-99th percentile of the foreground (Otsu) spans
+        """MR (or any non-HU image) rescaled so the 1st-99th percentile of the foreground (above a tenth of the
+        range, i.e. the body) spans
         0-1000; intensity methods built for HU-like ranges then apply. CT is returned unchanged."""
         if self.modality.upper() == "CT":
             return self
         arr = sitk.GetArrayFromImage(self.image).astype(np.float32)
-        fg = sitk.GetArrayFromImage(sitk.OtsuThreshold(self.image, 0, 1)) > 0
+        fg = arr > arr.min() + 0.1 * (np.percentile(arr, 99) - arr.min())  # the body, not the air around it
         lo, hi = np.percentile(arr[fg] if fg.any() else arr, [1, 99])
         out = sitk.GetImageFromArray(((arr - lo) / max(hi - lo, 1e-6) * 1000.0).astype(np.float32))
         out.CopyInformation(self.image)
