@@ -165,7 +165,7 @@ def cmd_segment(args, cfg, yaml_text):
     from .segment import segment
     from .volume import Volume
 
-    volume = Volume.load(args.image, series=args.series)
+    volume = Volume.load(args.image, modality=cfg.case.modality, series=args.series)
     with _run_folder("segment", args.out, cfg) as run:
         labels = segment(volume, cfg.segment)
         labels.save(run / "labels.nii.gz")

@@ -28,6 +28,7 @@ class CaseConfig:
 
     image: Optional[str] = None      # CT/MR file or DICOM folder; None = generate the phantom
     series: Optional[str] = None     # DICOM folder with several series: index or SeriesInstanceUID
+    modality: str = "CT"             # CT (Hounsfield units) or MR (intensity-normalised where needed)
     labels: Optional[str] = None     # label map (TotalSegmentator / Slicer); None = segment or phantom truth
     # lesions to add to the label map: [{name: liver_tumor, center_mm: [x, y, z], radius_mm: 15}]
     lesions: list = field(default_factory=list)

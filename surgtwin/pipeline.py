@@ -50,7 +50,7 @@ def prepare_case(cfg: RunConfig, folder: Path | None = None) -> Case:
         log.info("phantom: %s voxels at %.2f mm", "x".join(map(str, volume.shape)), c.phantom.spacing_mm)
         case = Case(volume, labels, "phantom")
     else:
-        volume = Volume.load(c.image, series=c.series)
+        volume = Volume.load(c.image, modality=c.modality, series=c.series)
         if c.labels is not None:
             labels = resample_labels(LabelMap.load(c.labels), volume)
         else:

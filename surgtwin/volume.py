@@ -78,9 +78,9 @@ class Volume:
         return sitk.GetArrayFromImage(self.image)
 
     def normalized(self) -> "Volume":
-        """MR (or any non-HU image) rescaled so the 1st-99th percentile of the foreground (above a tenth of the
-        range, i.e. the body) spans
-        0-1000; intensity methods built for HU-like ranges then apply. CT is returned unchanged."""
+        """MR (or any non-HU image) rescaled so the 1st-99th percentile of the foreground (above a tenth
+        of the range: the body) spans 0-1000, so intensity methods built for HU-like ranges apply.
+        CT is returned unchanged."""
         if self.modality.upper() == "CT":
             return self
         arr = sitk.GetArrayFromImage(self.image).astype(np.float32)
