@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import ConfigError, InputError, SurgtwinError
+from .errors import ConfigError, InputError, SolverError, SurgtwinError
 
 log = logging.getLogger("surgtwin")
 
@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
              "(or write a screenshot off-screen)", inputs=[("run", "run folder")], out=False, overrides=False)
     sp.add_argument("--overlay", choices=["shift_mm", "risk", "max_principal_strain"], default="shift_mm")
     sp.add_argument("--screenshot", type=Path, help="render off-screen to this PNG instead of opening a window")
+    sp = add("verify", "verification suite: simulator results against closed forms (table + verify.json)")
+    sp.add_argument("--device", default="cpu")
     sp = add("deid", "write a de-identified copy of a DICOM folder (PS3.15 basic profile, dates shifted, "
              "UIDs remapped) with deid_audit.json", inputs=[("source", "folder of DICOM files (searched recursively)"),
                                                           ("dest", "new folder for the de-identified copy")],
@@ -256,6 +258,21 @@ def cmd_deid(args, cfg, yaml_text):
           f"({audit['files_skipped']} non-DICOM skipped); audit: {args.dest / 'deid_audit.json'}")
 
 
+def cmd_verify(args, cfg, yaml_text):
+    from dataclasses import asdict
+
+    from .fileio import write_json
+    from .verify import format_table, run_all
+
+    with _run_folder("verify", args.out, cfg) as run:
+        results = run_all(device=args.device)
+        write_json(run / "verify.json", {"device": args.device, "results": [asdict(r) for r in results]})
+        print(format_table(results))
+    failed = [r.name for r in results if not r.passed]
+    if failed:
+        raise SolverError(f"verification failed: {', '.join(sorted(set(failed)))}")
+
+
 def cmd_bench(args, cfg, yaml_text):
     from .bench import run_bench
 
@@ -271,7 +288,7 @@ def cmd_bench(args, cfg, yaml_text):
 
 COMMANDS = {"run": cmd_run, "phantom": cmd_phantom, "segment": cmd_segment, "mesh": cmd_mesh,
             "simulate": cmd_simulate, "report": cmd_report, "view": cmd_view, "bench": cmd_bench,
-            "deid": cmd_deid}
+            "deid": cmd_deid, "verify": cmd_verify}
 
 
 def _init_warp(verbose: bool):
@@ -339,7 +356,7 @@ def main(argv=None) -> int:
                 if value is not None:
                     setattr(cfg.case, field_, str(value))
         _init_warp(verbose=bool(os.environ.get("SURGTWIN_VERBOSE")))
-        _check_device(args.device if args.command == "bench" else cfg.solver.device)
+        _check_device(args.device if args.command in ("bench", "verify") else cfg.solver.device)
         if args.command in ("run", "simulate"):  # a bad plan fails before any stage runs
             from .procedure import Procedure
 

@@ -1,0 +1,235 @@
+"""Verification problem set for the simulation core (surgtwin.sim): closed forms, patch tests, convergence.
+
+Every case builds a model, runs the real kernels or the StaticSolver, and compares one scalar against an
+independent reference. Energy under test (stable Neo-Hookean, lam_s = Lame lambda + mu, alpha = 1 + mu/lam_s):
+    Psi(F) = mu/2 (tr F^T F - 3) + lam_s/2 (J - alpha)^2,   P(F) = mu F + lam_s (J - alpha) cof F.
+
+    results = run_all("cpu"); print(format_table(results))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import warp as wp
+from scipy.optimize import brentq
+from scipy.spatial.transform import Rotation
+
+from surgtwin.sim import ModelSpec, StaticSolver, lame_parameters
+from surgtwin.sim.blocks import box_mesh
+
+E_PA, NU, RHO = 5000.0, 0.45, 1000.0                # soft tissue [Pa], [-], [kg/m^3]
+# a deliberately irregular single tetrahedron [m]
+TET_X = np.array([[0.0, 0.0, 0.0], [0.010, 0.001, 0.002], [0.002, 0.012, 0.001], [0.001, 0.002, 0.011]])
+TET = np.array([[0, 1, 2, 3]])
+
+
+@dataclass
+class VerifyResult:
+    """One verified quantity: ``passed`` is ``rel_error <= tolerance`` (and finite)."""
+
+    name: str
+    quantity: str
+    computed: float
+    reference: float
+    rel_error: float
+    tolerance: float
+    passed: bool
+    note: str = ""
+
+
+def _compare(name, quantity, computed, reference, tolerance, *, scale=None, note="", valid=True) -> VerifyResult:
+    """rel_error = |computed - reference| / |scale| (scale defaults to |reference|; pass it when reference is 0).
+    ``valid=False`` (e.g. the solve did not converge) fails the row whatever the numbers say."""
+    computed, reference = float(computed), float(reference)
+    denom = abs(float(scale)) if scale is not None else abs(reference)
+    err = abs(computed - reference) / denom if denom > 0 else (0.0 if computed == reference else np.inf)
+    return VerifyResult(name, quantity, computed, reference, float(err), float(tolerance),
+                        bool(valid and np.isfinite(err) and err <= tolerance), note)
+
+
+def _materials(youngs=E_PA, poisson=NU):
+    mu, lam = (float(v) for v in lame_parameters(youngs, poisson))
+    lam_s = lam + mu
+    return mu, lam_s, 1.0 + mu / lam_s
+
+
+def _build(points, tets, device, *, youngs=E_PA, poisson=NU, density=RHO, fixed=False, gravity=(0, 0, 0), **kw):
+    spec = ModelSpec(points, tets, 1, youngs, poisson, density, fixed, 0.0, gravity=np.asarray(gravity, float))
+    model = spec.finalize(device)
+    return model, StaticSolver(model, **kw)
+
+
+def _forces(solver, x, device):
+    return solver.forces(wp.array(np.asarray(x, np.float64), dtype=wp.vec3d, device=device)).numpy().copy()
+
+
+def _tet_stress(solver, x, device):
+    """First Piola-Kirchhoff stress of the single tet from the solver's nodal forces: P = -[f1 f2 f3] Dm^T / V."""
+    f = _forces(solver, x, device)
+    dm = (TET_X[1:] - TET_X[0]).T
+    return -f[1:].T @ dm.T / (np.linalg.det(dm) / 6.0)
+
+
+# ---------------------------------------------------------------- patch tests
+def _affine_patch(device, grad_u, shift):
+    pts, tets = box_mesh((3, 4, 3), (0.06, 0.08, 0.05))
+    pts = pts - pts.max(0) / 2                                           # centred: less round-off
+    lo, hi = pts.min(0), pts.max(0)
+    bnd = np.any((pts < lo + 1e-12) | (pts > hi - 1e-12), axis=1)
+    u = pts @ grad_u.T + shift
+    model, solver = _build(pts, tets, device, fixed=bnd, tol=1e-13, cg_tol=1e-8)
+    x0 = pts.copy()
+    x0[bnd] += u[bnd]
+    state = model.state(x0)
+    rep = solver.solve(state)
+    du = state.positions()[~bnd] - pts[~bnd]
+    return np.abs(du - u[~bnd]).max(), np.abs(u[~bnd]).max(), rep
+
+
+def patch_test(*, device: str = "cpu") -> list[VerifyResult]:
+    """Affine boundary displacement on a 3x4x3-cube block; the 12 interior nodes must follow it exactly.
+
+    Linear: |grad u| ~ 1e-7. Finite: F = R diag(1.2, 0.9, 1.05), a homogeneous state that is an equilibrium
+    for any hyperelastic law, so the interior must reproduce it to solver precision as well."""
+    rng = np.random.default_rng(2)
+    out = []
+    g_lin = 1e-7 * rng.standard_normal((3, 3))
+    err, umax, rep = _affine_patch(device, g_lin, 1e-7 * 0.08 * rng.standard_normal(3))
+    out.append(_compare("patch_linear", "max interior |u - u_exact| [m]", err, 0.0, 1e-8, scale=umax,
+                        note=f"rel. to max|u|={umax:.2e} m; newton={rep.newton_iterations}", valid=rep.converged))
+    f = Rotation.from_rotvec([0.2, -0.1, 0.3]).as_matrix() @ np.diag([1.2, 0.9, 1.05])
+    err, umax, rep = _affine_patch(device, f - np.eye(3), np.array([0.001, -0.002, 0.0005]))
+    out.append(_compare("patch_finite", "max interior |u - u_exact| [m]", err, 0.0, 1e-8, scale=umax,
+                        note=f"rel. to max|u|={umax:.2e} m; newton={rep.newton_iterations}", valid=rep.converged))
+    return out
+
+
+# ---------------------------------------------------------------- uniaxial stretch
+def uniaxial_reference(stretch, youngs=E_PA, poisson=NU):
+    """(lateral stretch s, nominal stress P11) for F = diag(l, s, s) with P22 = P33 = 0.
+
+    cof diag(l, s, s) = diag(s^2, l s, l s), J = l s^2, hence
+        P22(s) = mu s + lam_s (l s^2 - alpha) l s = 0   (solved with scipy's brentq),
+        P11    = mu l + lam_s (l s^2 - alpha) s^2."""
+    mu, lam_s, alpha = _materials(youngs, poisson)
+    s = brentq(lambda s: mu * s + lam_s * (stretch * s * s - alpha) * stretch * s, 1e-3, 10.0,
+               xtol=1e-15, rtol=1e-15)
+    return s, mu * stretch + lam_s * (stretch * s * s - alpha) * s * s
+
+
+def uniaxial_stretch(*, device: str = "cpu", stretches=(0.7, 1.3, 2.0)) -> list[VerifyResult]:
+    """Single tet: lateral stretch found from the solver's own forces (P22 = 0) vs the closed form, and P11.
+    2x2x2-cube block at the reference state: resultant on the x = L face / area vs P11."""
+    _, solver = _build(TET_X, TET, device)
+    pts, tets = box_mesh((2, 2, 2), (0.02, 0.03, 0.025))
+    _, bsolver = _build(pts, tets, device)
+    lx, ly, lz = pts.max(0)
+    face = pts[:, 0] > lx - 1e-12
+    out = []
+    for lam in stretches:
+        s_ref, p11_ref = uniaxial_reference(lam)
+
+        def p_code(s, lam=lam):
+            return _tet_stress(solver, TET_X @ np.diag([lam, s, s]), device)
+
+        s_code = brentq(lambda s: p_code(s)[1, 1], 0.3, 3.0, xtol=1e-14, rtol=1e-14)
+        out.append(_compare(f"uniaxial_tet_l{lam:g}", "lateral stretch s [-]", s_code, s_ref, 1e-6,
+                            note=f"nu={NU}, P22(s)=0 from solver forces"))
+        out.append(_compare(f"uniaxial_tet_l{lam:g}", "P11 [Pa]", p_code(s_code)[0, 0], p11_ref, 1e-6))
+        f = _forces(bsolver, pts @ np.diag([lam, s_ref, s_ref]), device)
+        out.append(_compare(f"uniaxial_block_l{lam:g}", "face resultant / area [Pa]",
+                            -f[face, 0].sum() / (ly * lz), p11_ref, 1e-6, note="48 tets"))
+    return out
+
+
+# ---------------------------------------------------------------- simple shear
+def simple_shear(*, device: str = "cpu", gammas=(0.05, 0.4)) -> list[VerifyResult]:
+    """F = I + gamma e1 e2^T: J = 1 and cof F = F^-T, so P = mu (F - F^-T): P12 = mu gamma, P11 = 0."""
+    mu, _, _ = _materials()
+    _, solver = _build(TET_X, TET, device)
+    out = []
+    for g in gammas:
+        f = np.eye(3)
+        f[0, 1] = g
+        p = _tet_stress(solver, TET_X @ f.T, device)
+        out.append(_compare(f"simple_shear_g{g:g}", "P12 [Pa]", p[0, 1], mu * g, 1e-6))
+        off = p.copy()
+        off[0, 1] = off[1, 0] = 0.0
+        out.append(_compare(f"simple_shear_g{g:g}", "max |P_ij| other [Pa]", np.abs(off).max(), 0.0, 1e-6,
+                            scale=mu * g, note="rel. to mu*gamma"))
+    return out
+
+
+# ---------------------------------------------------------------- rigid rotation
+def rigid_rotation(*, device: str = "cpu") -> list[VerifyResult]:
+    """Rotated + translated rest shape: zero nodal forces (rel. to mu h^2) and unchanged energy."""
+    mu, lam_s, _ = _materials()
+    rot = Rotation.from_rotvec([0.7, -1.1, 0.4]).as_matrix()
+    out = []
+    for label, (pts, tets) in (("tet", (TET_X, TET)), ("block", box_mesh((2, 2, 2), (0.02, 0.03, 0.025)))):
+        model, solver = _build(pts, tets, device)
+        h = np.cbrt(model.rest_volume.mean() * 6.0)
+        c = pts.mean(0)
+        x = (pts - c) @ rot.T + c + np.array([0.3, -0.2, 0.1])
+        fmax = np.linalg.norm(_forces(solver, x, device), axis=1).max()
+        out.append(_compare(f"rigid_rotation_{label}", "max nodal |f| [N]", fmax, 0.0, 1e-10, scale=mu * h * h,
+                            note="rel. to mu h^2"))
+        e_rest = solver.energy(model.state().x)
+        e_rot = solver.energy(model.state(x).x)
+        offset = float(model.rest_volume.sum() * mu ** 2 / (2.0 * lam_s))   # Psi(I) = mu^2 / (2 lam_s)
+        out.append(_compare(f"rigid_rotation_{label}", "energy [J]", e_rot, e_rest, 1e-10,
+                            note="E(rest) = sum V mu^2/(2 lam_s)"))
+        out.append(_compare(f"rigid_rotation_{label}", "rest energy offset [J]", e_rest, offset, 1e-12))
+    return out
+
+
+# ---------------------------------------------------------------- hanging bar
+def hanging_bar(*, device: str = "cpu", levels=(4, 8, 16)) -> list[VerifyResult]:
+    """Bar of length L hanging under gravity from its top face, nu = 0: linear tip displacement rho g L^2/(2E).
+
+    The load is kept small (max strain ~1e-5) so geometric nonlinearity stays far below the discretisation
+    error; the finest level must be within 1%, and log2(e_k / e_k+1) of the last two levels ~ 2. Newton tol is
+    1e-8 of the weight: the stiff bar's round-off floor is ~1e-9, and 1e-8 is far below the 4e-5 error sought."""
+    length, g, youngs = 0.1, 9.81, 1e8
+    ref = RHO * g * length ** 2 / (2 * youngs)
+    out, errs, converged = [], [], True
+    for i, nz in enumerate(levels):
+        pts, tets = box_mesh((1, 1, nz), (0.02, 0.02, length))
+        model, solver = _build(pts, tets, device, youngs=youngs, poisson=0.0, fixed=pts[:, 2] > length - 1e-12,
+                               gravity=(0.0, 0.0, -g), tol=1e-8, cg_tol=1e-6)
+        state = model.state()
+        rep = solver.solve(state)
+        tip = pts[:, 2] < 1e-12
+        u_tip = -(state.positions()[tip, 2] - pts[tip, 2]).mean()
+        errs.append(abs(u_tip / ref - 1.0))
+        finest = i == len(levels) - 1
+        out.append(_compare(f"hanging_bar_nz{nz}", "tip displacement [m]", u_tip, ref, 0.01 if finest else 0.1,
+                            note=f"{len(tets)} tets, newton={rep.newton_iterations}", valid=rep.converged))
+        converged = converged and rep.converged
+    rate = np.log(errs[-2] / errs[-1]) / np.log(levels[-1] / levels[-2])
+    out.append(_compare("hanging_bar_rate", "observed convergence rate", rate, 2.0, 0.5, scale=1.0,
+                        note=f"nz {levels[-2]}->{levels[-1]}; absolute error", valid=converged))
+    return out
+
+
+# ---------------------------------------------------------------- driver
+CASES = (patch_test, uniaxial_stretch, simple_shear, rigid_rotation, hanging_bar)
+
+
+def run_all(device: str = "cpu") -> list[VerifyResult]:
+    results = []
+    for case in CASES:
+        results += case(device=device)
+    return results
+
+
+def format_table(results) -> str:
+    head = ("case", "quantity", "computed", "reference", "rel. error", "tolerance", "PASS/FAIL")
+    rows = [(r.name, r.quantity, f"{r.computed:.9g}", f"{r.reference:.9g}", f"{r.rel_error:.2e}",
+             f"{r.tolerance:.1e}", "PASS" if r.passed else "FAIL") for r in results]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    n_pass = sum(r.passed for r in results)
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows),
+                      f"{n_pass}/{len(results)} passed"])

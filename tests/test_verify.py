@@ -1,0 +1,80 @@
+"""The verification problem set (surgtwin.verify) runs end to end on the CPU and every case passes."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from surgtwin import verify
+
+CASES = ["patch_linear", "patch_finite", "uniaxial_tet_l0.7", "uniaxial_tet_l1.3", "uniaxial_tet_l2",
+         "uniaxial_block_l0.7", "uniaxial_block_l1.3", "uniaxial_block_l2", "simple_shear_g0.05",
+         "simple_shear_g0.4", "rigid_rotation_tet", "rigid_rotation_block", "hanging_bar_nz4", "hanging_bar_nz8",
+         "hanging_bar_nz16", "hanging_bar_rate"]
+
+
+@pytest.fixture(scope="module")
+def results():
+    return verify.run_all("cpu")
+
+
+def test_every_case_present_and_passing(results):
+    names = {r.name for r in results}
+    assert set(CASES) <= names, set(CASES) - names
+    failed = [r for r in results if not r.passed]
+    assert not failed, verify.format_table(failed)
+
+
+def test_rel_errors_finite_and_within_tolerance(results):
+    for r in results:
+        assert isinstance(r, verify.VerifyResult)
+        assert math.isfinite(r.rel_error) and math.isfinite(r.computed), r
+        assert r.rel_error <= r.tolerance, r
+
+
+def test_hanging_bar_convergence_rate(results):
+    rate = [r for r in results if r.name == "hanging_bar_rate"]
+    assert len(rate) == 1 and rate[0].reference == 2.0
+    assert 1.5 <= rate[0].computed <= 2.5, rate[0]
+    finest = next(r for r in results if r.name == "hanging_bar_nz16")
+    assert finest.tolerance <= 0.01 and finest.rel_error <= 0.01
+
+
+def test_format_table(results):
+    table = verify.format_table(results)
+    for header in ("case", "quantity", "computed", "reference", "rel. error", "tolerance", "PASS/FAIL"):
+        assert header in table
+    for name in CASES:
+        assert name in table
+    assert "FAIL" not in table.replace("PASS/FAIL", "")
+    assert f"{len(results)}/{len(results)} passed" in table
+
+
+def test_wrong_reference_fails():
+    ok = verify._compare("x", "q", 1.0, 1.0 + 1e-9, 1e-6)
+    assert ok.passed
+    bad = verify._compare("x", "q", 1.0, 1.0 + 1e-3, 1e-6)
+    assert not bad.passed and bad.rel_error > bad.tolerance
+    assert "FAIL" in verify.format_table([bad])
+    assert not verify._compare("x", "q", 1e-3, 0.0, 1e-6, scale=1.0).passed
+    assert not verify._compare("x", "q", float("nan"), 1.0, 1e-6).passed
+    assert not verify._compare("x", "q", 1.0, 1.0, 1e-6, valid=False).passed    # unconverged solve
+
+
+def test_case_detects_perturbed_closed_form(monkeypatch):
+    """A real case re-run against a deliberately wrong closed form must report failures."""
+    good = verify.uniaxial_reference
+    monkeypatch.setattr(verify, "uniaxial_reference", lambda l: (good(l)[0] * 1.001, good(l)[1] * 1.001))
+    res = verify.uniaxial_stretch(device="cpu", stretches=(1.3,))
+    assert res and not any(r.passed for r in res if r.name.startswith("uniaxial_tet"))
+
+
+def test_verify_cli_writes_table_and_json(tmp_path, capsys):
+    import json
+
+    from surgtwin.cli import main
+
+    assert main(["verify", "-o", str(tmp_path / "v")]) == 0
+    rows = json.loads((tmp_path / "v" / "verify.json").read_text())["results"]
+    assert rows and all(r["passed"] for r in rows)
+    assert "hanging_bar_rate" in capsys.readouterr().out
