@@ -92,15 +92,30 @@ class SurfaceMesh:
 
     @classmethod
     def from_labelmap(cls, labelmap: LabelMap, name: str, *, smoothing_iterations: int = 20) -> "SurfaceMesh":
+        """Closed, manifold surface of one structure: flying edges at 0.5 on its mask blurred by 0.6
+        voxel (which removes the label map's diagonal-contact non-manifold spots), the largest shell
+        kept, then ``smoothing_iterations`` of Taubin smoothing (no shrinkage)."""
         lid = labelmap.table.id_of(name)
-        grid = labelmap_to_image_data(labelmap)
-        if not np.any(grid.point_data["label"] == lid):
+        stats = sitk.LabelShapeStatisticsImageFilter()
+        mask = labelmap.image == lid
+        stats.Execute(mask)
+        if not stats.HasLabel(1):
             raise LabelError(f"structure '{name}' is absent from the label map")
-        surf = grid.contour_labels(select_inputs=[lid], smoothing=smoothing_iterations > 0,
-                                   smoothing_iterations=max(smoothing_iterations, 1), output_mesh_type="triangles")
+        box = stats.GetBoundingBox(1)
+        roi = sitk.Cast(sitk.RegionOfInterest(mask, box[3:], box[:3]), sitk.sitkFloat32)
+        roi = sitk.ConstantPad(roi, [2, 2, 2], [2, 2, 2], 0.0)
+        roi = sitk.SmoothingRecursiveGaussian(roi, sigma=0.6 * float(min(labelmap.image.GetSpacing())))
+        grid = pv.ImageData(dimensions=roi.GetSize(), spacing=roi.GetSpacing(), origin=roi.GetOrigin(),
+                            direction_matrix=np.array(roi.GetDirection()).reshape(3, 3))
+        grid.point_data["mask"] = sitk.GetArrayViewFromImage(roi).ravel()
+        surf = grid.contour([0.5], scalars="mask", method="flying_edges").triangulate().clean()
         if surf.n_cells == 0:
-            raise MeshError(f"structure '{name}' gave an empty surface")
-        return cls(surf.clean(), lid, name)
+            raise MeshError(f"structure '{name}' is too thin to give a surface")
+        surf = surf.connectivity("largest").extract_surface(algorithm="dataset_surface").clean()
+        if smoothing_iterations > 0:
+            surf = surf.smooth_taubin(n_iter=smoothing_iterations, pass_band=0.1)
+        surf.point_data.clear()
+        return cls(surf, lid, name)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
