@@ -184,7 +184,9 @@ def cmd_mesh(args, cfg, yaml_text):
         mesh, _ = mesh_structures(labels, cfg.mesh, run)
         q = mesh_quality(mesh, labels)
         write_json(run / "quality.json", q)
-    print(f"{q['tets']} tets, {q['nodes']} nodes; " + ", ".join(
+    print(f"{q['tets']} tets, {q['nodes']} nodes, dihedral angles {q['min_dihedral_deg']:.0f}-{q['max_dihedral_deg']:.0f} deg, "
+          f"min scaled Jacobian {q['min_scaled_jacobian']:.2f}, explicit dt (liver) {q['explicit_stable_dt_liver_s']:.1e} s")
+    print("regions: " + ", ".join(
         f"{k} {v['mesh_ml']:.1f} mL" + (f" ({v['error_percent']:+.1f} % vs labels)" if "error_percent" in v else "")
         for k, v in q["regions"].items()))
 

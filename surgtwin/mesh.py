@@ -355,6 +355,35 @@ def boundary_faces(tets: np.ndarray, *, return_owner: bool = False):
     return (faces[single], owner[single]) if return_owner else faces[single]
 
 
+def tet_quality(points: np.ndarray, tets: np.ndarray) -> dict:
+    """Per-element quality: min and max dihedral angle [deg], radius ratio 3 r_in / r_circ (1 for a
+    regular tet), scaled Jacobian (min corner det(e1, e2, e3) / (|e1||e2||e3|), sqrt(2)-normalised so a
+    regular tet gives 1) and the shortest altitude [mm] (for explicit time-step estimates)."""
+    x = points[tets]
+    faces = [(1, 2, 3), (0, 3, 2), (0, 1, 3), (0, 2, 1)]            # face k is opposite vertex k
+    n = np.stack([np.cross(x[:, b] - x[:, a], x[:, c] - x[:, a]) for a, b, c in faces], 1)
+    area2 = np.linalg.norm(n, axis=2)                                # twice the face areas
+    nu = n / np.maximum(area2[..., None], 1e-300)
+    dihedral = [np.degrees(np.pi - np.arccos(np.clip((nu[:, k] * nu[:, l]).sum(1), -1, 1)))
+                for k in range(4) for l in range(k + 1, 4)]
+    dihedral = np.stack(dihedral, 1)
+    vol = np.linalg.det(np.stack([x[:, 1] - x[:, 0], x[:, 2] - x[:, 0], x[:, 3] - x[:, 0]], 2)) / 6.0
+    r_in = 3.0 * np.abs(vol) / np.maximum(0.5 * area2.sum(1), 1e-300)
+    a, b, c = x[:, 1] - x[:, 0], x[:, 2] - x[:, 0], x[:, 3] - x[:, 0]
+    la, lb, lc = (np.sum(v * v, 1) for v in (a, b, c))
+    num = la[:, None] * np.cross(b, c) + lb[:, None] * np.cross(c, a) + lc[:, None] * np.cross(a, b)
+    r_circ = np.linalg.norm(num, axis=1) / np.maximum(12.0 * np.abs(vol), 1e-300)
+    corners = []
+    for v in range(4):
+        e = [x[:, w] - x[:, v] for w in range(4) if w != v]
+        det = np.linalg.det(np.stack(e, 2)) * (1 if v % 2 == 0 else -1)
+        corners.append(det / np.maximum(np.prod([np.linalg.norm(q, axis=1) for q in e], 0), 1e-300))
+    return {"min_dihedral_deg": dihedral.min(1), "max_dihedral_deg": dihedral.max(1),
+            "radius_ratio": 3.0 * r_in / np.maximum(r_circ, 1e-300),
+            "scaled_jacobian": np.sqrt(2.0) * np.min(corners, axis=0),
+            "min_altitude_mm": 3.0 * np.abs(vol) / np.maximum(0.5 * area2.max(1), 1e-300)}
+
+
 def triangle_areas(points: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area of each triangle (k,) in the units of ``points`` squared."""
     if len(faces) == 0:

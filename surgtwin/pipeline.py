@@ -134,11 +134,27 @@ def mesh_structures(labels: LabelMap, cfg: MeshConfig, folder: Path | None = Non
 
 
 def mesh_quality(mesh: TetMesh, labels: LabelMap | None) -> dict:
-    """Element counts, region volumes vs label-map volumes, and volume-ratio extremes."""
+    """Element counts and quality (dihedral angles, radius ratio, scaled Jacobian, the explicit stable
+    time step it implies for liver tissue), and region volumes vs label-map volumes."""
+    from .biomech import tissue_library
+    from .mesh import tet_quality
+    from .sim import lame_parameters
+
     vol = mesh.tet_volumes_mm3()
+    tq = tet_quality(mesh.points, mesh.tets)
+    liver = tissue_library()["liver"]
+    mu, lam = lame_parameters(liver["youngs_kpa"] * 1e3, liver["poisson"])
+    wave_speed = float(np.sqrt((lam + 2 * mu) / liver["density_kg_m3"]))  # dilatational, m/s
     q = {"tets": int(mesh.grid.n_cells), "nodes": int(mesh.grid.n_points),
          "mesher": str(mesh.grid.field_data["mesher"][0]) if "mesher" in mesh.grid.field_data else "unknown",
-         "inverted_elements": int((vol <= 0).sum()), "regions": {}}
+         "inverted_elements": int((vol <= 0).sum()),
+         "min_dihedral_deg": round(float(tq["min_dihedral_deg"].min()), 2),
+         "median_min_dihedral_deg": round(float(np.median(tq["min_dihedral_deg"])), 2),
+         "max_dihedral_deg": round(float(tq["max_dihedral_deg"].max()), 2),
+         "min_radius_ratio": round(float(tq["radius_ratio"].min()), 4),
+         "min_scaled_jacobian": round(float(tq["scaled_jacobian"].min()), 4),
+         "explicit_stable_dt_liver_s": float(tq["min_altitude_mm"].min() * 1e-3 / wave_speed),
+         "regions": {}}
     label_vol = labels.volumes_ml() if labels is not None else {}
     for name, v in mesh.volumes_ml().items():
         entry = {"mesh_ml": round(v, 3)}

@@ -247,3 +247,25 @@ def test_real_surfaces_are_watertight_manifold(real_liver, name):
     surf = SurfaceMesh.from_labelmap(lm, name)
     assert surf.mesh.n_open_edges == 0 and surf.mesh.is_manifold
     assert surf.volume_ml == pytest.approx(lm.volumes_ml()[name], rel=0.08)
+
+
+def test_tet_quality_measures():
+    from surgtwin.mesh import tet_quality
+
+    regular = np.array([[1, 1, 1], [-1, 1, -1], [1, -1, -1], [-1, -1, 1]], float)
+    q = tet_quality(regular, np.array([[0, 1, 2, 3]]))
+    assert q["min_dihedral_deg"][0] == pytest.approx(np.degrees(np.arccos(1 / 3)), abs=1e-9)  # 70.53
+    assert q["radius_ratio"][0] == pytest.approx(1.0) and q["scaled_jacobian"][0] == pytest.approx(1.0)
+    sliver = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0.5, 0.5, 1e-3]], float)
+    qs = tet_quality(sliver, np.array([[0, 1, 2, 3]]))
+    assert qs["min_dihedral_deg"][0] < 1.0 and qs["radius_ratio"][0] < 0.05
+
+
+def test_quality_of_the_liver_mesh(real_liver):
+    from surgtwin.pipeline import mesh_quality
+
+    lm, mesh = real_liver
+    q = mesh_quality(mesh, lm)
+    assert q["inverted_elements"] == 0 and q["min_dihedral_deg"] >= 10.0 and q["min_scaled_jacobian"] > 0
+    assert 1e-5 < q["explicit_stable_dt_liver_s"] < 1e-2
+    assert abs(q["regions"]["liver"]["error_percent"]) < 2.0
