@@ -181,8 +181,8 @@ def cmd_mesh(args, cfg, yaml_text):
 
     labels = _mesh_input(args.inputs, cfg.mesh.size_mm)
     with _run_folder("mesh", args.out, cfg) as run:
-        mesh, _ = mesh_structures(labels, cfg.mesh, run)
-        q = mesh_quality(mesh, labels)
+        mesh, surfaces = mesh_structures(labels, cfg.mesh, run)
+        q = mesh_quality(mesh, labels, surfaces)
         write_json(run / "quality.json", q)
     print(f"{q['tets']} tets, {q['nodes']} nodes, dihedral angles {q['min_dihedral_deg']:.0f}-{q['max_dihedral_deg']:.0f} deg, "
           f"min scaled Jacobian {q['min_scaled_jacobian']:.2f}, explicit dt (liver) {q['explicit_stable_dt_liver_s']:.1e} s")

@@ -355,6 +355,36 @@ def boundary_faces(tets: np.ndarray, *, return_owner: bool = False):
     return (faces[single], owner[single]) if return_owner else faces[single]
 
 
+def surface_hd95_mm(surface: pv.PolyData, labelmap: LabelMap, names) -> float:
+    """Symmetric 95% Hausdorff distance [mm] between a surface and the boundary of the named structures.
+
+    Label boundary = faces between inside and outside voxels, represented by the midpoints of those
+    voxel pairs; the surface is sampled at half the voxel size. Distances on the label side use an
+    exact point-to-triangle search, on the surface side the distance map of the boundary points.
+    """
+    from scipy.spatial import cKDTree
+
+    from .procedure import sample_triangles
+
+    mask = np.pad(labelmap.mask(names), 1)  # a structure cut by the field of view is bounded there
+    mids = []
+    for axis in range(3):  # (z, y, x) array axes: inside/outside voxel pairs, midpoint of each pair
+        lo, hi = [slice(None)] * 3, [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        pair = np.argwhere(mask[tuple(lo)] != mask[tuple(hi)]).astype(float)
+        pair[:, axis] += 0.5
+        mids.append(pair)
+    zyx = np.concatenate(mids) - 1.0
+    boundary = index_to_physical(labelmap.image, zyx[:, ::-1])
+    tri = surface.triangulate()
+    faces = tri.faces.reshape(-1, 4)[:, 1:]
+    samples, _, _ = sample_triangles(np.asarray(tri.points), faces, 0.5 * float(min(labelmap.image.GetSpacing())))
+    _, closest = tri.find_closest_cell(boundary, return_closest_point=True)
+    d_label = np.linalg.norm(closest - boundary, axis=1)
+    d_surf = cKDTree(boundary).query(samples)[0]
+    return float(np.percentile(np.concatenate([d_label, d_surf]), 95))
+
+
 def tet_quality(points: np.ndarray, tets: np.ndarray) -> dict:
     """Per-element quality: min and max dihedral angle [deg], radius ratio 3 r_in / r_circ (1 for a
     regular tet), scaled Jacobian (min corner det(e1, e2, e3) / (|e1||e2||e3|), sqrt(2)-normalised so a

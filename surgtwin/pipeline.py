@@ -133,7 +133,7 @@ def mesh_structures(labels: LabelMap, cfg: MeshConfig, folder: Path | None = Non
     return mesh, surfaces
 
 
-def mesh_quality(mesh: TetMesh, labels: LabelMap | None) -> dict:
+def mesh_quality(mesh: TetMesh, labels: LabelMap | None, surfaces: dict | None = None) -> dict:
     """Element counts and quality (dihedral angles, radius ratio, scaled Jacobian, the explicit stable
     time step it implies for liver tissue), and region volumes vs label-map volumes."""
     from .biomech import tissue_library
@@ -162,6 +162,18 @@ def mesh_quality(mesh: TetMesh, labels: LabelMap | None) -> dict:
             entry["label_ml"] = round(label_vol[name], 3)
             entry["error_percent"] = round(100.0 * (v - label_vol[name]) / label_vol[name], 2)
         q["regions"][name] = entry
+    if labels is not None:
+        from .mesh import surface_hd95_mm
+
+        names = [n for n in q["regions"] if n in label_vol]
+        q["boundary_hd95_mm"] = round(surface_hd95_mm(mesh.grid.extract_surface(algorithm="dataset_surface"),
+                                                      labels, names), 3)
+        q["voxel_mm"] = round(float(min(labels.image.GetSpacing())), 3)
+        q["surfaces"] = {}
+        for name, surf in (surfaces or {}).items():
+            q["surfaces"][name] = {"watertight": surf.mesh.n_open_edges == 0, "manifold": bool(surf.mesh.is_manifold),
+                                   "volume_ml": round(surf.volume_ml, 3),
+                                   "hd95_mm": round(surface_hd95_mm(surf.mesh, labels, [name]), 3)}
     return q
 
 
@@ -210,8 +222,8 @@ def plan(cfg: RunConfig, folder: str | Path, *, progress=None):
     tick = progress or (lambda name: None)
     case = prepare_case(cfg, folder)
     tick("labels")
-    mesh, _ = mesh_structures(case.labels, cfg.mesh, folder / "mesh")
-    write_json(folder / "mesh" / "quality.json", mesh_quality(mesh, case.labels))
+    mesh, surfaces = mesh_structures(case.labels, cfg.mesh, folder / "mesh")
+    write_json(folder / "mesh" / "quality.json", mesh_quality(mesh, case.labels, surfaces))
     tick("mesh")
     report, _ = simulate_case(mesh, case.labels, cfg, folder / "sim", case_name=case.source, progress=tick)
     (folder / "sim" / "report.json").replace(folder / "report.json")
