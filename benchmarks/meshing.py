@@ -1,0 +1,83 @@
+"""Meshing figures on the phantom and every shared reference label map, printed and as JSON.
+
+Per structure: surface watertight/manifold, surface HD95 in voxels, tet count, inverted elements,
+min dihedral angle, mesh volume error vs the label map, seconds; and the time to mesh the phantom liver
+at about 100k tets.
+
+    python benchmarks/meshing.py [--data ../shared/data] [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from surgtwin.config import PhantomConfig
+from surgtwin.labels import LabelTable
+from surgtwin.mesh import SurfaceMesh, TetMesh, surface_hd95_mm, tet_quality
+from surgtwin.phantom import make_phantom
+from surgtwin.volume import LabelMap
+
+STRUCTURES = ["liver", "spleen", "kidney_left", "kidney_right", "aorta"]
+
+
+def measure(case: str, labels: LabelMap, name: str, size_mm: float) -> dict:
+    voxel = float(min(labels.image.GetSpacing()))
+    t = time.perf_counter()
+    surf = SurfaceMesh.from_labelmap(labels, name)
+    mesh = TetMesh.from_labelmap(labels, [name], size_mm=size_mm, organ=name)
+    seconds = time.perf_counter() - t
+    q = tet_quality(mesh.points, mesh.tets)
+    label_ml = labels.volumes_ml()[name]
+    return {"case": case, "structure": name, "watertight": surf.mesh.n_open_edges == 0,
+            "manifold": bool(surf.mesh.is_manifold),
+            "surface_hd95_voxels": surface_hd95_mm(surf.mesh, labels, [name]) / voxel,
+            "mesh_hd95_voxels": surface_hd95_mm(mesh.grid.extract_surface(algorithm="dataset_surface"), labels,
+                                                [name]) / voxel,
+            "tets": int(len(mesh.tets)), "inverted": int((mesh.tet_volumes_mm3() <= 0).sum()),
+            "min_dihedral_deg": float(q["min_dihedral_deg"].min()),
+            "volume_error_percent": 100.0 * (sum(mesh.volumes_ml().values()) - label_ml) / label_ml,
+            "seconds": seconds, "size_mm": size_mm}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "meshing.json")
+    args = ap.parse_args()
+    _, phantom = make_phantom(PhantomConfig())
+    cases = {"phantom": phantom}
+    ids = json.loads((args.data / "reference_label_ids.json").read_text())
+    for case, key in (("ct_abdomen_3mm", "total"), ("ct_dicom_jpeg2000", "total"), ("mr_abdomen_3mm", "total_mr")):
+        path = args.data / case / "reference_seg.nii.gz"
+        if path.is_file():
+            cases[case] = LabelMap.load(path, table=LabelTable.from_json_dict(ids[key]))
+    rows = []
+    for case, labels in cases.items():
+        present = labels.volumes_ml()
+        for name in STRUCTURES:
+            if present.get(name, 0.0) > 5.0:
+                rows.append(measure(case, labels, name, 4.0 if name == "aorta" else 6.0))
+    # ~100k tets of phantom liver: element size from the volume (6 tets per cube)
+    size = (phantom.volumes_ml()["liver"] * 1000.0 / (100_000 / 6)) ** (1 / 3)
+    t = time.perf_counter()
+    big = TetMesh.from_labelmap(phantom, ["liver", "liver_tumor", "hepatic_vein", "portal_vein_and_splenic_vein"],
+                                size_mm=size, organ="liver")
+    big_s = time.perf_counter() - t
+    print(f"{'case':<18} {'structure':<13} {'closed':>6} {'manif':>5} {'surfHD95':>8} {'meshHD95':>8} "
+          f"{'tets':>7} {'inv':>3} {'min dih':>7} {'vol err %':>9} {'s':>5}")
+    for r in rows:
+        print(f"{r['case']:<18} {r['structure']:<13} {str(r['watertight']):>6} {str(r['manifold']):>5} "
+              f"{r['surface_hd95_voxels']:>7.2f}v {r['mesh_hd95_voxels']:>7.2f}v {r['tets']:>7} {r['inverted']:>3} "
+              f"{r['min_dihedral_deg']:>7.1f} {r['volume_error_percent']:>9.2f} {r['seconds']:>5.2f}")
+    print(f"phantom liver (+ tumour and vessels) at {size:.2f} mm: {len(big.tets)} tets in {big_s:.2f} s")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"rows": rows, "liver_100k": {"size_mm": size, "tets": int(len(big.tets)),
+                                                                  "seconds": big_s}}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
