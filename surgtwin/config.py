@@ -49,7 +49,8 @@ class MeshConfig:
     structures: list = field(default_factory=lambda: [
         "liver", "liver_tumor", "hepatic_vein", "portal_vein_and_splenic_vein"])
     size_mm: float = 6.0             # tetrahedral grid size (edge of the cubes split into 6 tets)
-    surface_smoothing: int = 20      # windowed-sinc iterations for display surfaces
+    snap_boundary: bool = True       # fit the outer boundary nodes to the label boundary
+    surface_smoothing: int = 40      # Taubin smoothing iterations for the structure surfaces
 
 
 @dataclass

@@ -91,7 +91,7 @@ class SurfaceMesh:
     name: str
 
     @classmethod
-    def from_labelmap(cls, labelmap: LabelMap, name: str, *, smoothing_iterations: int = 20) -> "SurfaceMesh":
+    def from_labelmap(cls, labelmap: LabelMap, name: str, *, smoothing_iterations: int = 40) -> "SurfaceMesh":
         """Closed, manifold surface of one structure: flying edges at 0.5 on its mask blurred by 0.6
         voxel (which removes the label map's diagonal-contact non-manifold spots), the largest shell
         kept, then ``smoothing_iterations`` of Taubin smoothing (no shrinkage)."""
@@ -113,7 +113,7 @@ class SurfaceMesh:
             raise MeshError(f"structure '{name}' is too thin to give a surface")
         surf = surf.connectivity("largest").extract_surface(algorithm="dataset_surface").clean()
         if smoothing_iterations > 0:
-            surf = surf.smooth_taubin(n_iter=smoothing_iterations, pass_band=0.1)
+            surf = surf.smooth_taubin(n_iter=smoothing_iterations, pass_band=0.05)
         surf.point_data.clear()
         return cls(surf, lid, name)
 
@@ -231,12 +231,13 @@ class TetMesh:
 
     @classmethod
     def from_labelmap(cls, labelmap: LabelMap, structures, *, size_mm: float = 6.0,
-                      organ: str | None = None, envelope_mm: float = 8.0) -> "TetMesh":
+                      organ: str | None = None, envelope_mm: float = 8.0, snap: bool = True) -> "TetMesh":
         """Mesh the union of ``structures`` (names) as one conforming, label-tagged tet mesh.
 
         With ``organ``, the other structures (tumour, vessels) are kept only inside the organ's
         envelope (the organ mask closed by ``envelope_mm`` with holes filled), so a vessel that
-        leaves the organ is cut where it leaves.
+        leaves the organ is cut where it leaves. With ``snap`` the outer boundary nodes are fitted to
+        the label boundary (``surgtwin.meshfit``; no element below 10 degrees or inverted).
         """
         if size_mm <= 0:
             raise MeshError("mesh size must be positive")
@@ -273,8 +274,15 @@ class TetMesh:
         main = largest_piece(tets, np.ones(len(tets), bool), vol)
         tets, labels = tets[main], labels[main]
         used, inverse = np.unique(tets, return_inverse=True)
-        mesh = cls.from_arrays(points[used], inverse.reshape(-1, 4), labels, labelmap.table)
-        mesh.grid.field_data["mesher"] = np.array(["surgtwin-kuhn-grid"])
+        points, tets = points[used], inverse.reshape(-1, 4)
+        if snap:
+            from .meshfit import snap_boundary
+
+            union = sitk.GetImageFromArray(np.isin(arr, present).astype(np.uint8))
+            union.CopyInformation(labelmap.image)
+            points = snap_boundary(points, tets, union, size_mm)
+        mesh = cls.from_arrays(points, tets, labels, labelmap.table)
+        mesh.grid.field_data["mesher"] = np.array(["surgtwin-kuhn-grid" + ("+snap" if snap else "")])
         mesh.grid.field_data["size_mm"] = np.array([size_mm])
         return mesh
 

@@ -119,7 +119,7 @@ def mesh_structures(labels: LabelMap, cfg: MeshConfig, folder: Path | None = Non
     if cfg.organ not in present:
         raise LabelError(f"structure '{cfg.organ}' is absent from the label map")
     mesh = TetMesh.from_labelmap(labels, [s for s in cfg.structures if s in present] or [cfg.organ],
-                                 size_mm=cfg.size_mm, organ=cfg.organ)
+                                 size_mm=cfg.size_mm, organ=cfg.organ, snap=cfg.snap_boundary)
     surfaces = {}
     for name in list(cfg.structures) + list(CONTEXT_STRUCTURES):
         if name in present and name not in surfaces:

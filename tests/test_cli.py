@@ -115,7 +115,8 @@ def test_mesh_command(mesh_run, phantom_run, work):
     q = json.loads((out / "quality.json").read_text())
     mesh = TetMesh.load(out / "volume.vtu")
     assert q["tets"] == mesh.grid.n_cells > 5000 and q["nodes"] == mesh.grid.n_points
-    assert q["inverted_elements"] == 0 and q["mesher"] == "surgtwin-kuhn-grid"
+    assert q["inverted_elements"] == 0 and q["mesher"] == "surgtwin-kuhn-grid+snap"
+    assert q["min_dihedral_deg"] >= 10.0 and q["boundary_hd95_mm"] <= 1.0 * q["voxel_mm"]
     regions = q["regions"]
     assert {"liver", "liver_tumor", "hepatic_vein", "portal_vein_and_splenic_vein"} == set(regions)
     for name, r in regions.items():

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from surgtwin.config import PhantomConfig
 from surgtwin.errors import InputError, LabelError, MeshError
 from surgtwin.labels import Label, LabelTable
-from surgtwin.mesh import SurfaceMesh, TetMesh, boundary_faces, distance_to_labels_mm
+from surgtwin.mesh import SurfaceMesh, TetMesh, boundary_faces, distance_to_labels_mm, tet_quality
 from surgtwin.phantom import make_phantom
 from surgtwin.volume import LabelMap
 
@@ -61,9 +61,9 @@ def test_real_liver_mesh(real_liver, tmp_path):
     assert vols["liver"] == pytest.approx(label_ml, rel=0.01)     # measured +0.1 %
     tv = mesh.tet_volumes_mm3()
     assert (tv > 0).all()                                          # no inverted (or flat) tets
-    assert tv.max() == pytest.approx(5.0 ** 3 / 6, rel=1e-6)      # interior tets are 1/6 of a 5 mm cube
-    assert tv.min() > 1e-3 * 5.0 ** 3 / 6                          # clamped at the scan's edge, never flat
-    assert np.mean(np.isclose(tv, 5.0 ** 3 / 6)) > 0.9
+    assert np.median(tv) == pytest.approx(5.0 ** 3 / 6, rel=1e-6)  # interior tets are 1/6 of a 5 mm cube
+    assert np.mean(np.isclose(tv, 5.0 ** 3 / 6)) > 0.45             # the rest: fitted to the boundary (0.52)
+    assert tet_quality(mesh.points, mesh.tets)["min_dihedral_deg"].min() >= 10.0 - 1e-9
     assert _face_components(mesh.tets) == 1
     assert mesh.grid.connectivity().cell_data["RegionId"].max() == 0
     assert mesh.grid.n_cells > 40000
@@ -76,7 +76,7 @@ def test_real_liver_mesh(real_liver, tmp_path):
     assert back.grid.n_cells == mesh.grid.n_cells and np.allclose(back.points, mesh.points)
     assert np.array_equal(back.labels, mesh.labels) and np.array_equal(back.tets, mesh.tets)
     assert back.table.name_of(5) == "liver" and back.volumes_ml() == pytest.approx(vols)
-    assert str(back.grid.field_data["mesher"][0]) == "surgtwin-kuhn-grid"
+    assert str(back.grid.field_data["mesher"][0]) == "surgtwin-kuhn-grid+snap"
     assert float(back.grid.field_data["size_mm"][0]) == 5.0
     assert [p.name for p in tmp_path.iterdir()] == ["liver.vtu"]   # atomic write: no temp file left
 
@@ -280,3 +280,27 @@ def test_surface_distance_to_label_boundary(real_liver):
     surf = SurfaceMesh.from_labelmap(lm, "liver").mesh
     assert surface_hd95_mm(surf, lm, ["liver"]) <= voxel                  # measured 0.58 voxel
     assert surface_hd95_mm(surf.translate((0, 0, 2 * voxel), inplace=False), lm, ["liver"]) > 1.5 * voxel
+
+
+def test_boundary_snapping_fits_the_label_boundary(tmp_path):
+    """A ball label meshed at 6 mm: snapping brings the boundary within a voxel (HD95) and keeps the
+    volume and element quality."""
+    import SimpleITK as sitk
+
+    from surgtwin.mesh import surface_hd95_mm
+
+    n, sp = 48, 2.0
+    ref = sitk.Image((n, n, n), sitk.sitkUInt8)
+    ref.SetSpacing((sp,) * 3)
+    g = sp * (np.arange(n) - n / 2 + 0.5)
+    z, y, x = np.meshgrid(g, g, g, indexing="ij")
+    table = LabelTable.default()
+    lm = LabelMap.from_array(np.where(x ** 2 + y ** 2 + z ** 2 <= 35.0 ** 2, table.id_of("liver"), 0), ref, table)
+    hd = {}
+    for snap in (False, True):
+        mesh = TetMesh.from_labelmap(lm, ["liver"], size_mm=6.0, snap=snap)
+        hd[snap] = surface_hd95_mm(mesh.grid.extract_surface(algorithm="dataset_surface"), lm, ["liver"])
+        assert mesh.volumes_ml()["liver"] == pytest.approx(lm.volumes_ml()["liver"], rel=0.02)
+        assert tet_quality(mesh.points, mesh.tets)["min_dihedral_deg"].min() >= 10.0 - 1e-9
+        assert (mesh.tet_volumes_mm3() > 0).all()
+    assert hd[True] <= sp < hd[False]
