@@ -13,7 +13,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 from surgtwin.config import PhantomConfig
 from surgtwin.labels import LabelTable

@@ -29,20 +29,29 @@ def _sample(phi: np.ndarray, image: sitk.Image, xyz: np.ndarray) -> np.ndarray:
 
 def snap_boundary(points: np.ndarray, tets: np.ndarray, mask: sitk.Image, size_mm: float, *,
                   min_dihedral_deg: float = 10.0, iterations: int = 3) -> np.ndarray:
-    """New node positions [mm] with the outer boundary nodes on the mask's boundary."""
+    """New node positions [mm] with the outer boundary nodes on the mask's boundary (the last step offset
+    by the volume deficit over the area, at most half a voxel, so the mesh keeps the label's volume)."""
     phi = signed_distance(mask)
     nodes = np.unique(boundary_faces(tets))
     start = points.copy()
     x = points.copy()
     step = 0.25 * float(min(mask.GetSpacing()))
-    for _ in range(iterations):  # Newton steps on phi along its gradient
+    target_mm3 = float(sitk.GetArrayViewFromImage(mask).astype(bool).sum() * np.prod(mask.GetSpacing()))
+    level = 0.0
+    for k in range(iterations + 1):  # Newton steps on phi - level along its gradient
         p = x[nodes]
-        d = _sample(phi, mask, p)
+        d = _sample(phi, mask, p) - level
         grad = np.stack([(_sample(phi, mask, p + step * e) - _sample(phi, mask, p - step * e)) / (2 * step)
                          for e in np.eye(3)], axis=1)
         norm = np.linalg.norm(grad, axis=1, keepdims=True)
-        move = -d[:, None] * grad / np.maximum(norm, 1e-9) ** 2 * np.minimum(norm, 1.0)
-        x[nodes] = p + move
+        x[nodes] = p - d[:, None] * grad / np.maximum(norm, 1e-9) ** 2 * np.minimum(norm, 1.0)
+        if k == iterations - 1:
+            # nodes on a curved surface cut chords inside it: offset the level so the volume is kept
+            faces = boundary_faces(tets)
+            area = 0.5 * np.linalg.norm(np.cross(x[faces[:, 1]] - x[faces[:, 0]], x[faces[:, 2]] - x[faces[:, 0]]),
+                                        axis=1).sum()
+            vol = np.abs(np.linalg.det(np.stack([x[tets[:, j]] - x[tets[:, 0]] for j in (1, 2, 3)], 2))).sum() / 6
+            level = float(np.clip((target_mm3 - vol) / max(area, 1e-9), -0.5 * step * 4, 0.5 * step * 4))
     shift = x[nodes] - start[nodes]
     length = np.linalg.norm(shift, axis=1, keepdims=True)
     x[nodes] = start[nodes] + shift * np.minimum(1.0, 0.5 * size_mm / np.maximum(length, 1e-12))
