@@ -55,10 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     sp = add("segment", "segment a CT into a label map (classical methods, no downloaded weights)",
              inputs=[("image", "CT file or DICOM folder")])
     sp.add_argument("--series", help="DICOM folder with several series: index or SeriesInstanceUID")
-    add("mesh", "label map (or closed surfaces) -> organ surfaces (VTP) and a tagged tetrahedral mesh (volume.vtu)",
-        inputs=[("inputs", "a label map (.nii.gz/.nrrd/.mha, labels.json beside it or default ids), or closed "
-                 "surfaces (.stl/.vtp/.obj/.ply) named by structure, organ first: liver.stl liver_tumor.stl",
-                 {"nargs": "+", "metavar": "LABELS_OR_SURFACES"})])
+    sp = add("mesh", "label map (or closed surfaces) -> organ surfaces (VTP) and a tagged tetrahedral mesh "
+             "(volume.vtu)", inputs=[("inputs", "a label map (.nii.gz/.nrrd/.mha, labels.json beside it or default "
+                                     "ids), or closed surfaces (.stl/.vtp/.obj/.ply) named by structure, organ first: "
+                                     "liver.stl liver_tumor.stl", {"nargs": "+", "metavar": "LABELS_OR_SURFACES"})])
+    sp.add_argument("--organs", help="comma-separated structures meshed together, the simulated organ first "
+                                     "(mesh.organ, mesh.structures)")
+    sp.add_argument("--size", type=float, help="element size in mm (mesh.size_mm)")
+    sp.add_argument("--max-tets", type=int, help="tet budget instead of a size (mesh.max_tets)")
+    sp.add_argument("--stl", action="store_true", help="also write the surfaces as STL (mesh.stl)")
     sp = add("simulate", "rehearse the procedure on a mesh: pre-op equilibrium, resection, remnant; writes report.json",
              inputs=[("mesh", "volume.vtu from 'surgtwin mesh', or a mesh folder")])
     sp.add_argument("--labels", type=Path, help="label map the mesh came from (for boundary.fix_near)")
@@ -179,6 +184,14 @@ def cmd_mesh(args, cfg, yaml_text):
     from .fileio import write_json
     from .pipeline import mesh_quality, mesh_structures
 
+    if args.organs:
+        names = [n.strip() for n in args.organs.split(",") if n.strip()]
+        cfg.mesh.organ, cfg.mesh.structures = names[0], names
+    if args.size is not None:
+        cfg.mesh.size_mm = args.size
+    if args.max_tets is not None:
+        cfg.mesh.max_tets = args.max_tets
+    cfg.mesh.stl = cfg.mesh.stl or args.stl
     labels = _mesh_input(args.inputs, cfg.mesh.size_mm)
     with _run_folder("mesh", args.out, cfg) as run:
         mesh, surfaces = mesh_structures(labels, cfg.mesh, run)

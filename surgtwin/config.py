@@ -50,6 +50,8 @@ class MeshConfig:
         "liver", "liver_tumor", "hepatic_vein", "portal_vein_and_splenic_vein"])
     size_mm: float = 6.0             # tetrahedral grid size (edge of the cubes split into 6 tets)
     snap_boundary: bool = True       # fit the outer boundary nodes to the label boundary
+    max_tets: Optional[int] = None   # a tet budget instead of size_mm (size chosen from the volume)
+    stl: bool = False                # also write surfaces/<name>.stl
     surface_smoothing: int = 40      # Taubin smoothing iterations for the structure surfaces
 
 

@@ -2,8 +2,9 @@
 
 The staircase nodes of the outer surface are projected onto the zero level of the label map's signed
 distance (half-way between inside and outside voxel centres), at most half an element per node. Any
-element the move would invert or flatten (min dihedral angle below ``min_dihedral_deg``) gets its nodes
-moved back by halves until it is valid again, so the mesh never degrades below that bound.
+element the move would invert or flatten (dihedral angle below ``min_dihedral_deg``) gets its nodes
+moved back by halves until it is valid again (also no dihedral angle above 180 - 2 x that bound), so
+the mesh never degrades below those bounds.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def snap_boundary(points: np.ndarray, tets: np.ndarray, mask: sitk.Image, size_m
     for _ in range(30):  # back off where an element became invalid
         q = tet_quality(x, tets)
         vol = np.linalg.det(np.stack([x[tets[:, k]] - x[tets[:, 0]] for k in (1, 2, 3)], 2))
-        bad = (vol <= 0) | (q["min_dihedral_deg"] < min_dihedral_deg)
+        bad = (vol <= 0) | (q["min_dihedral_deg"] < min_dihedral_deg) | (q["max_dihedral_deg"] > 180.0 - 2 * min_dihedral_deg)
         if not bad.any():
             return x
         back = np.unique(tets[bad])

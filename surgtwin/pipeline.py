@@ -118,8 +118,14 @@ def mesh_structures(labels: LabelMap, cfg: MeshConfig, folder: Path | None = Non
     present = set(labels.table.name_of(i) for i in labels.present_ids())
     if cfg.organ not in present:
         raise LabelError(f"structure '{cfg.organ}' is absent from the label map")
-    mesh = TetMesh.from_labelmap(labels, [s for s in cfg.structures if s in present] or [cfg.organ],
-                                 size_mm=cfg.size_mm, organ=cfg.organ, snap=cfg.snap_boundary)
+    structures = [s for s in cfg.structures if s in present] or [cfg.organ]
+    size_mm = cfg.size_mm
+    if cfg.max_tets:  # a tet budget: cubes of the size that gives about that many tets (6 per cube)
+        if cfg.max_tets < 6:
+            raise ConfigError("mesh.max_tets must be at least 6")
+        volume_mm3 = sum(labels.volumes_ml()[s] for s in structures) * 1000.0
+        size_mm = (volume_mm3 * 6.0 / cfg.max_tets) ** (1.0 / 3.0)
+    mesh = TetMesh.from_labelmap(labels, structures, size_mm=size_mm, organ=cfg.organ, snap=cfg.snap_boundary)
     surfaces = {}
     for name in list(cfg.structures) + list(CONTEXT_STRUCTURES):
         if name in present and name not in surfaces:
@@ -128,8 +134,10 @@ def mesh_structures(labels: LabelMap, cfg: MeshConfig, folder: Path | None = Non
         mesh.save(folder / "volume.vtu")
         for name, s in surfaces.items():
             s.save(folder / "surfaces" / f"{name}.vtp")
+            if cfg.stl:
+                s.save(folder / "surfaces" / f"{name}.stl")
     log.info("mesh: %d tets, %d nodes at %.1f mm; %d surfaces", mesh.grid.n_cells, mesh.grid.n_points,
-             cfg.size_mm, len(surfaces))
+             size_mm, len(surfaces))
     return mesh, surfaces
 
 

@@ -232,3 +232,14 @@ def test_input_paths_with_special_characters(phantom_run, work):
                     "mesh=coarse", "report.images=false", cwd=work)
     assert proc.returncode == 0, proc.stderr
     assert "CT (1), a=b's" in (out / "config.yaml").read_text()
+
+
+def test_mesh_options_organs_budget_stl(phantom_run, work):
+    out = work / "spleen-mesh"
+    proc = surgtwin("mesh", phantom_run[0] / "labels.nii.gz", "--organs", "spleen", "--max-tets", "8000", "--stl",
+                    "-o", out, cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    q = json.loads((out / "quality.json").read_text())
+    assert set(q["regions"]) == {"spleen"} and 0.5 * 8000 < q["tets"] < 1.6 * 8000
+    assert (out / "surfaces" / "spleen.stl").is_file() and (out / "surfaces" / "spleen.vtp").is_file()
+    assert q["min_dihedral_deg"] >= 10.0 and q["max_dihedral_deg"] <= 160.0 + 1e-6
