@@ -120,14 +120,19 @@ def test_rest_and_rigid_rotation(device, mesh):
     assert rel(forces(solver, xr, device), fx @ rot.T) <= 1e-10
 
 
-# ---------------------------------------------------------------- 2. forces = -grad E
-@pytest.mark.parametrize("mesh", ["tet", "block"])
-def test_forces_are_minus_energy_gradient(device, mesh):
+def perturbed_case(mesh: str, device, *, seed: int):
+    """A single tet or a small block, its solver, element size h, an rng and a randomly deformed state."""
     pts, tets = (TET_X, np.array([[0, 1, 2, 3]])) if mesh == "tet" else small_block()
     model, solver = build(pts, tets, device)
     h = np.cbrt(model.rest_volume[model.spec.alive].mean() * 6.0)
-    rng = np.random.default_rng(7)
-    x = pts + 0.15 * h * rng.standard_normal(pts.shape)
+    rng = np.random.default_rng(seed)
+    return pts, solver, h, rng, pts + 0.15 * h * rng.standard_normal(pts.shape)
+
+
+# ---------------------------------------------------------------- 2. forces = -grad E
+@pytest.mark.parametrize("mesh", ["tet", "block"])
+def test_forces_are_minus_energy_gradient(device, mesh):
+    pts, solver, h, rng, x = perturbed_case(mesh, device, seed=7)
     f = forces(solver, x, device)
     step = 1e-5 * h
     grad = np.zeros_like(x)
@@ -145,11 +150,7 @@ def test_forces_are_minus_energy_gradient(device, mesh):
 # ---------------------------------------------------------------- 3. tangent product and Jacobi diagonal
 @pytest.mark.parametrize("mesh", ["tet", "block"])
 def test_tangent_product_matches_force_difference(device, mesh):
-    pts, tets = (TET_X, np.array([[0, 1, 2, 3]])) if mesh == "tet" else small_block()
-    model, solver = build(pts, tets, device)
-    h = np.cbrt(model.rest_volume[model.spec.alive].mean() * 6.0)
-    rng = np.random.default_rng(11)
-    x = pts + 0.15 * h * rng.standard_normal(pts.shape)
+    pts, solver, h, rng, x = perturbed_case(mesh, device, seed=11)
     for trial in range(3):
         v = rng.standard_normal(pts.shape)
         eps = 1e-6 * h / np.abs(v).max()
