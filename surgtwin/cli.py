@@ -133,7 +133,7 @@ def _stages(names):
     return bar, step
 
 
-def cmd_run(args, cfg, yaml_text):
+def cmd_run(args, cfg):
     from .pipeline import plan
 
     final = args.out or _default_out("run")
@@ -155,19 +155,16 @@ def _summary(report):
         print(f"  flag: {f}")
 
 
-def cmd_phantom(args, cfg, yaml_text):
-    from .dicom import write_dicom_series
-    from .phantom import make_phantom
+def cmd_phantom(args, cfg):
+    from .pipeline import write_phantom
 
     with _run_folder("phantom", args.out, cfg) as run:
-        volume, labels = make_phantom(cfg.case.phantom)
-        volume.save(run / "ct.nii.gz")
+        _, labels = write_phantom(cfg.case.phantom, run)
         labels.save(run / "labels.nii.gz")
-        write_dicom_series(volume, run / "dicom")
         log.info("structures: %s", ", ".join(f"{k} {v:.0f} mL" for k, v in labels.volumes_ml().items()))
 
 
-def cmd_segment(args, cfg, yaml_text):
+def cmd_segment(args, cfg):
     from .qc import qc_overlay
     from .segment import segment
     from .volume import Volume
@@ -180,7 +177,7 @@ def cmd_segment(args, cfg, yaml_text):
         log.info("segmented: %s", ", ".join(f"{k} {v:.0f} mL" for k, v in labels.volumes_ml().items()))
 
 
-def cmd_mesh(args, cfg, yaml_text):
+def cmd_mesh(args, cfg):
     from .fileio import write_json
     from .pipeline import mesh_quality, mesh_structures
 
@@ -217,7 +214,7 @@ def _mesh_input(paths, size_mm: float):
     return LabelMap.load(paths[0])
 
 
-def cmd_simulate(args, cfg, yaml_text):
+def cmd_simulate(args, cfg):
     from .mesh import TetMesh
     from .pipeline import simulate_case
     from .volume import LabelMap
@@ -231,8 +228,7 @@ def cmd_simulate(args, cfg, yaml_text):
         cfg.boundary.fix_near = []
     bar, step = _stages(["pre-op", "resection"])
     with bar, _run_folder("simulate", args.out, cfg) as run:
-        report, _ = simulate_case(mesh, labels, cfg, run / "sim", case_name=path.stem, progress=step)
-        (run / "sim" / "report.json").replace(run / "report.json")
+        report, _ = simulate_case(mesh, labels, cfg, run, case_name=path.stem, progress=step)
         surf = args.mesh / "surfaces" if args.mesh.is_dir() else path.parent / "surfaces"
         if surf.is_dir():
             import shutil
@@ -240,7 +236,7 @@ def cmd_simulate(args, cfg, yaml_text):
     _summary(report)
 
 
-def cmd_report(args, cfg, yaml_text):
+def cmd_report(args, cfg):
     from .report import render_report
 
     if not (args.run / "report.json").is_file():
@@ -249,7 +245,7 @@ def cmd_report(args, cfg, yaml_text):
     print(f"report: {path}")
 
 
-def cmd_view(args, cfg, yaml_text):
+def cmd_view(args, cfg):
     from .viewer import view
 
     view(args.run, overlay=args.overlay, screenshot=args.screenshot)
@@ -257,7 +253,7 @@ def cmd_view(args, cfg, yaml_text):
         print(f"screenshot: {args.screenshot}")
 
 
-def cmd_deid(args, cfg, yaml_text):
+def cmd_deid(args, cfg):
     from tqdm import tqdm
 
     from .deid import DeidKey, deidentify_folder
@@ -273,7 +269,7 @@ def cmd_deid(args, cfg, yaml_text):
           f"({audit['files_skipped']} non-DICOM skipped); audit: {args.dest / 'deid_audit.json'}")
 
 
-def cmd_verify(args, cfg, yaml_text):
+def cmd_verify(args, cfg):
     from dataclasses import asdict
 
     from .fileio import write_json
@@ -288,7 +284,7 @@ def cmd_verify(args, cfg, yaml_text):
         raise SolverError(f"verification failed: {', '.join(sorted(set(failed)))}")
 
 
-def cmd_bench(args, cfg, yaml_text):
+def cmd_bench(args, cfg):
     from .bench import run_bench
 
     try:
@@ -365,7 +361,7 @@ def main(argv=None) -> int:
     try:
         from .compose import compose_run_config
 
-        cfg, yaml_text = compose_run_config(list(getattr(args, "overrides", [])))
+        cfg, _ = compose_run_config(list(getattr(args, "overrides", [])))
         if args.command == "run":  # paths bypass the override grammar (any character is fine)
             for field_, value in (("image", args.image), ("labels", args.labels), ("series", args.series)):
                 if value is not None:
@@ -376,7 +372,7 @@ def main(argv=None) -> int:
             from .procedure import Procedure
 
             Procedure.from_config(cfg.procedure)
-        COMMANDS[args.command](args, cfg, yaml_text)
+        COMMANDS[args.command](args, cfg)
     except SurgtwinError as exc:
         print(f"surgtwin {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

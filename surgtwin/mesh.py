@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from .errors import InputError, LabelError, MeshError
 from .fileio import atomic_path
 from .labels import LabelTable
-from .sim.blocks import kuhn_tets, orient_positive
+from .sim.blocks import kuhn_tets, orient_positive, signed_volumes
 from .volume import LabelMap
 
 
@@ -34,27 +34,25 @@ def physical_to_index(image: sitk.Image, xyz: np.ndarray) -> np.ndarray:
     return ((np.asarray(xyz) - np.asarray(image.GetOrigin())) @ d) / np.asarray(image.GetSpacing())
 
 
-def sample_labels(labelmap: LabelMap, xyz: np.ndarray) -> np.ndarray:
-    """Nearest-voxel label at physical points (0 outside the image)."""
-    arr = sitk.GetArrayViewFromImage(labelmap.image)
-    ijk = np.rint(physical_to_index(labelmap.image, xyz)).astype(np.int64)
-    size = np.array(labelmap.image.GetSize())
-    inside = np.all((ijk >= 0) & (ijk < size), axis=1)
-    out = np.zeros(len(xyz), dtype=np.int32)
+def sample_nearest(image: sitk.Image, xyz: np.ndarray, outside=0) -> np.ndarray:
+    """Nearest-voxel values of an image at physical points (``outside`` beyond the image)."""
+    arr = sitk.GetArrayViewFromImage(image)
+    ijk = np.rint(physical_to_index(image, xyz)).astype(np.int64)
+    inside = np.all((ijk >= 0) & (ijk < np.array(image.GetSize())), axis=1)
+    out = np.full(len(xyz), outside, dtype=arr.dtype)
     i, j, k = ijk[inside].T
     out[inside] = arr[k, j, i]
     return out
 
 
+def sample_labels(labelmap: LabelMap, xyz: np.ndarray) -> np.ndarray:
+    """Nearest-voxel label at physical points (0 outside the image)."""
+    return sample_nearest(labelmap.image, xyz).astype(np.int32)
+
+
 def sample_mask(mask: sitk.Image, xyz: np.ndarray) -> np.ndarray:
     """Nearest-voxel value of a binary image at physical points (False outside)."""
-    arr = sitk.GetArrayViewFromImage(mask)
-    ijk = np.rint(physical_to_index(mask, xyz)).astype(np.int64)
-    inside = np.all((ijk >= 0) & (ijk < np.array(mask.GetSize())), axis=1)
-    out = np.zeros(len(xyz), bool)
-    i, j, k = ijk[inside].T
-    out[inside] = arr[k, j, i] > 0
-    return out
+    return sample_nearest(mask, xyz) > 0
 
 
 def organ_envelope(labelmap: LabelMap, organ_id: int, closing_mm: float) -> sitk.Image:
@@ -336,8 +334,7 @@ class TetMesh:
         return np.asarray(self.grid.cell_data["label"], dtype=np.int32)
 
     def tet_volumes_mm3(self) -> np.ndarray:
-        x = self.points[self.tets]
-        return np.linalg.det(np.stack([x[:, 1] - x[:, 0], x[:, 2] - x[:, 0], x[:, 3] - x[:, 0]], 2)) / 6.0
+        return signed_volumes(self.points, self.tets)
 
     def volumes_ml(self) -> dict[str, float]:
         vol = np.abs(self.tet_volumes_mm3())
@@ -405,7 +402,7 @@ def tet_quality(points: np.ndarray, tets: np.ndarray) -> dict:
     dihedral = [np.degrees(np.pi - np.arccos(np.clip((nu[:, k] * nu[:, l]).sum(1), -1, 1)))
                 for k in range(4) for l in range(k + 1, 4)]
     dihedral = np.stack(dihedral, 1)
-    vol = np.linalg.det(np.stack([x[:, 1] - x[:, 0], x[:, 2] - x[:, 0], x[:, 3] - x[:, 0]], 2)) / 6.0
+    vol = signed_volumes(points, tets)
     r_in = 3.0 * np.abs(vol) / np.maximum(0.5 * area2.sum(1), 1e-300)
     a, b, c = x[:, 1] - x[:, 0], x[:, 2] - x[:, 0], x[:, 3] - x[:, 0]
     la, lb, lc = (np.sum(v * v, 1) for v in (a, b, c))

@@ -12,7 +12,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .mesh import boundary_faces, physical_to_index, tet_quality
+from .mesh import boundary_faces, physical_to_index, tet_quality, triangle_areas
+from .sim.blocks import signed_volumes
 
 
 def signed_distance(mask: sitk.Image) -> np.ndarray:
@@ -49,17 +50,15 @@ def snap_boundary(points: np.ndarray, tets: np.ndarray, mask: sitk.Image, size_m
         if k == iterations - 1:
             # nodes on a curved surface cut chords inside it: offset the level so the volume is kept
             faces = boundary_faces(tets)
-            area = 0.5 * np.linalg.norm(np.cross(x[faces[:, 1]] - x[faces[:, 0]], x[faces[:, 2]] - x[faces[:, 0]]),
-                                        axis=1).sum()
-            vol = np.abs(np.linalg.det(np.stack([x[tets[:, j]] - x[tets[:, 0]] for j in (1, 2, 3)], 2))).sum() / 6
+            area = triangle_areas(x, faces).sum()
+            vol = np.abs(signed_volumes(x, tets)).sum()
             level = float(np.clip((target_mm3 - vol) / max(area, 1e-9), -0.5 * step * 4, 0.5 * step * 4))
     shift = x[nodes] - start[nodes]
     length = np.linalg.norm(shift, axis=1, keepdims=True)
     x[nodes] = start[nodes] + shift * np.minimum(1.0, 0.5 * size_mm / np.maximum(length, 1e-12))
     for _ in range(30):  # back off where an element became invalid
         q = tet_quality(x, tets)
-        vol = np.linalg.det(np.stack([x[tets[:, k]] - x[tets[:, 0]] for k in (1, 2, 3)], 2))
-        bad = (vol <= 0) | (q["min_dihedral_deg"] < min_dihedral_deg) | (q["max_dihedral_deg"] > 180.0 - 2 * min_dihedral_deg)
+        bad = (signed_volumes(x, tets) <= 0) | (q["min_dihedral_deg"] < min_dihedral_deg) | (q["max_dihedral_deg"] > 180.0 - 2 * min_dihedral_deg)
         if not bad.any():
             return x
         back = np.unique(tets[bad])

@@ -39,14 +39,13 @@ def prepare_case(cfg: RunConfig, folder: Path | None = None) -> Case:
     """
     c = cfg.case
     if c.image is None:
-        from .dicom import write_dicom_series
-        from .phantom import make_phantom
-
-        volume, labels = make_phantom(c.phantom)
         if folder is not None:
-            volume.save(folder / "ct.nii.gz")
-            write_dicom_series(volume, folder / "dicom")
+            _, labels = write_phantom(c.phantom, folder)
             volume = Volume.load(folder / "dicom")
+        else:
+            from .phantom import make_phantom
+
+            volume, labels = make_phantom(c.phantom)
         log.info("phantom: %s voxels at %.2f mm", "x".join(map(str, volume.shape)), c.phantom.spacing_mm)
         case = Case(volume, labels, "phantom")
     else:
@@ -66,6 +65,17 @@ def prepare_case(cfg: RunConfig, folder: Path | None = None) -> Case:
         case.labels.save(folder / "labels.nii.gz")
         qc_overlay(case.volume, case.labels, folder / "labels_qc.png")
     return case
+
+
+def write_phantom(cfg, folder: Path):
+    """Generate the phantom (PhantomConfig) and write its CT as ``ct.nii.gz`` and a ``dicom/`` series."""
+    from .dicom import write_dicom_series
+    from .phantom import make_phantom
+
+    volume, labels = make_phantom(cfg)
+    volume.save(folder / "ct.nii.gz")
+    write_dicom_series(volume, folder / "dicom")
+    return volume, labels
 
 
 def add_spherical_lesion(labels: LabelMap, lesion: dict) -> int:
@@ -123,7 +133,8 @@ def mesh_structures(labels: LabelMap, cfg: MeshConfig, folder: Path | None = Non
     if cfg.max_tets:  # a tet budget: cubes of the size that gives about that many tets (6 per cube)
         if cfg.max_tets < 6:
             raise ConfigError("mesh.max_tets must be at least 6")
-        volume_mm3 = sum(labels.volumes_ml()[s] for s in structures) * 1000.0
+        volumes = labels.volumes_ml()
+        volume_mm3 = sum(volumes[s] for s in structures) * 1000.0
         size_mm = (volume_mm3 * 6.0 / cfg.max_tets) ** (1.0 / 3.0)
     mesh = TetMesh.from_labelmap(labels, structures, size_mm=size_mm, organ=cfg.organ, snap=cfg.snap_boundary)
     surfaces = {}
@@ -185,35 +196,31 @@ def mesh_quality(mesh: TetMesh, labels: LabelMap | None, surfaces: dict | None =
     return q
 
 
-def simulate_case(mesh: TetMesh, labels: LabelMap | None, cfg: RunConfig, folder: Path, *, case_name: str,
+def simulate_case(mesh: TetMesh, labels: LabelMap | None, cfg: RunConfig, run: Path, *, case_name: str,
                   progress=None):
-    """Rehearse the procedure, save the states into ``folder`` and return the RiskReport."""
-    from .procedure import Procedure
+    """Rehearse the procedure; states go to ``run/sim``, the RiskReport to ``run/report.json``."""
+    from dataclasses import asdict
+
     from .risk import RiskReport, deformation_metrics, resection_metrics, risk_flags, vessel_crossings
     from .simulate import rehearse
 
     reh = rehearse(mesh, labels, cfg, progress=progress)
-    files = reh.save(folder)
-    files["procedure"] = Procedure.from_config(cfg.procedure).save(folder / "procedure.json").name
-    step = reh.resection
-    procedure = Procedure.from_config(cfg.procedure)
-    target, margin = procedure.steps[-1].target, procedure.steps[-1].margin_mm
-    metrics = resection_metrics(mesh, step, cfg.mesh.organ)
-    metrics["margin_planned_mm"] = float(margin)
+    files = reh.save(run / "sim")
+    res, last = reh.resection, reh.procedure.steps[-1]
+    metrics = resection_metrics(mesh, res, cfg.mesh.organ)
+    metrics["margin_planned_mm"] = float(last.margin_mm)
     metrics.update(deformation_metrics(mesh.points, reh.preop_mm, reh.postop_mm, reh.remnant_nodes,
-                                       reh.postop_strain, reh.postop_jacobian, ~step.removed,
+                                       reh.postop_strain, reh.postop_jacobian, ~res.removed,
                                        cfg.report.strain_threshold))
-    vessels = vessel_crossings(mesh, step, labels)
-    flags = risk_flags(metrics, vessels, float(margin), remnant_min_percent=cfg.report.remnant_min_percent,
+    vessels = vessel_crossings(mesh, res, labels)
+    flags = risk_flags(metrics, vessels, float(last.margin_mm), remnant_min_percent=cfg.report.remnant_min_percent,
                        strain_threshold=cfg.report.strain_threshold)
-    from dataclasses import asdict
-
-    report = RiskReport(case=case_name, organ=cfg.mesh.organ, target=target, metrics=metrics,
+    report = RiskReport(case=case_name, organ=cfg.mesh.organ, target=last.target, metrics=metrics,
                         vessels=[asdict(v) for v in vessels], flags=flags,
                         solver={"device": cfg.solver.device, "preop": reh.preop_report.to_dict(),
                                 "postop": reh.postop_report.to_dict(), "timings_s": reh.timings_s},
                         model=reh.model_summary, files=files)
-    report.save(folder / "report.json")
+    report.save(run / "report.json")
     return report, reh
 
 
@@ -233,8 +240,7 @@ def plan(cfg: RunConfig, folder: str | Path, *, progress=None):
     mesh, surfaces = mesh_structures(case.labels, cfg.mesh, folder / "mesh")
     write_json(folder / "mesh" / "quality.json", mesh_quality(mesh, case.labels, surfaces))
     tick("mesh")
-    report, _ = simulate_case(mesh, case.labels, cfg, folder / "sim", case_name=case.source, progress=tick)
-    (folder / "sim" / "report.json").replace(folder / "report.json")
+    simulate_case(mesh, case.labels, cfg, folder, case_name=case.source, progress=tick)
     render_report(folder, cfg.report)
     tick("report")
     from .risk import RiskReport

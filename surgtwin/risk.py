@@ -103,15 +103,13 @@ def vessel_crossings(mesh: TetMesh, res: Resection, labelmap=None) -> list[Vesse
     pts = mesh.points
     if len(res.cut_faces) == 0:
         return []
+    spacing = 0.5 * float(min(labelmap.image.GetSpacing())) if labelmap is not None else 1.0
+    samples, face, area = sample_triangles(pts, res.cut_faces, spacing)
     if labelmap is not None:
         from .mesh import sample_labels
 
-        spacing = 0.5 * float(min(labelmap.image.GetSpacing()))
-        samples, face, area = sample_triangles(pts, res.cut_faces, spacing)
         lab = sample_labels(labelmap, samples)
     else:
-        spacing = 1.0
-        samples, face, area = sample_triangles(pts, res.cut_faces, spacing)
         lab = res.cut_face_region[face]
     normals = np.cross(pts[res.cut_faces[:, 1]] - pts[res.cut_faces[:, 0]],
                        pts[res.cut_faces[:, 2]] - pts[res.cut_faces[:, 0]])

@@ -30,6 +30,7 @@ class Rehearsal:
     mesh: TetMesh
     spec: ModelSpec
     model_summary: dict
+    procedure: Procedure
     resection: Resection
     preop_mm: np.ndarray           # (n, 3) equilibrium before the resection
     postop_mm: np.ndarray          # (n, 3) equilibrium of the remnant (removed nodes keep pre-op positions)
@@ -49,7 +50,8 @@ class Rehearsal:
         remnant; both load with ``biomech.load_state``), removed.vtu and cut_surface.vtp."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        files = {"model": save_model(self.spec, folder / "model.vtu")}
+        files = {"model": save_model(self.spec, folder / "model.vtu"),
+                 "procedure": self.procedure.save(folder / "procedure.json")}
         rest = self.mesh.points
         pre = self._grid(self.preop_mm, rest, self.preop_strain)
         post = self._grid(self.postop_mm, rest, self.postop_strain)
@@ -127,5 +129,5 @@ def rehearse(mesh: TetMesh, labelmap: LabelMap | None, cfg: RunConfig, progress=
     post_strain, post_jac = element_strain(post_model, post_state)
     if progress:
         progress("resection re-equilibrated")
-    return Rehearsal(mesh, post_spec, summary, res, x_pre / MM, post_state.positions() / MM, pre_strain,
+    return Rehearsal(mesh, post_spec, summary, procedure, res, x_pre / MM, post_state.positions() / MM, pre_strain,
                      post_strain, post_jac, pre_rep, post_rep, timings)

@@ -20,10 +20,15 @@ def kuhn_tets(counts) -> np.ndarray:
     return corners[:, KUHN].reshape(-1, 4)
 
 
+def signed_volumes(points: np.ndarray, tets: np.ndarray) -> np.ndarray:
+    """Signed volume of each tet (positive when nodes 1, 2, 3 turn right-handed seen from node 0)."""
+    x = points[tets]
+    return np.linalg.det(np.stack([x[:, 1] - x[:, 0], x[:, 2] - x[:, 0], x[:, 3] - x[:, 0]], 2)) / 6.0
+
+
 def orient_positive(points: np.ndarray, tets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Swap two nodes of negatively oriented tets; returns (tets, signed volumes before the swap)."""
-    x = points[tets]
-    vol = np.linalg.det(np.stack([x[:, 1] - x[:, 0], x[:, 2] - x[:, 0], x[:, 3] - x[:, 0]], 2)) / 6.0
+    vol = signed_volumes(points, tets)
     tets = tets.copy()
     neg = vol < 0
     tets[neg] = tets[neg][:, [0, 2, 1, 3]]
