@@ -15,10 +15,10 @@ def dot_masked(a: wp.array(dtype=wp.vec3d), b: wp.array(dtype=wp.vec3d), free: w
 
 
 @wp.kernel
-def jacobi_inverse(diag: wp.array(dtype=wp.vec3d), spring_k: wp.array(dtype=wp.float64),
-                   free: wp.array(dtype=wp.float64), minv: wp.array(dtype=wp.vec3d)):
+def jacobi_inverse(diag: wp.array(dtype=wp.vec3d), free: wp.array(dtype=wp.float64),
+                   minv: wp.array(dtype=wp.vec3d)):
     i = wp.tid()
-    d = diag[i] + wp.vec3d(spring_k[i], spring_k[i], spring_k[i])
+    d = diag[i]
     tiny = wp.float64(1e-30)
     minv[i] = free[i] * wp.vec3d(wp.float64(1.0) / wp.max(d[0], tiny), wp.float64(1.0) / wp.max(d[1], tiny),
                                  wp.float64(1.0) / wp.max(d[2], tiny))

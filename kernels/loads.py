@@ -27,3 +27,10 @@ def add_spring_hessian_product(spring_k: wp.array(dtype=wp.float64), dx: wp.arra
     """out += k dx (the springs' contribution to the tangent product)."""
     i = wp.tid()
     out[i] = out[i] + spring_k[i] * dx[i]
+
+
+@wp.kernel
+def add_spring_diagonal(spring_k: wp.array(dtype=wp.float64), diag: wp.array(dtype=wp.vec3d)):
+    """diag += k (the springs' contribution to the tangent diagonal)."""
+    i = wp.tid()
+    diag[i] = diag[i] + wp.vec3d(spring_k[i], spring_k[i], spring_k[i])

@@ -5,5 +5,6 @@ Model.state() --> State (positions) ; StaticSolver(model).solve(state) --> Solve
 """
 from .model import Model, ModelSpec, State, lame_parameters
 from .static import SolveReport, StaticSolver, element_strain
+from .terms import Elasticity, NodeLoads, Term, default_terms
 
-__all__ = ["Model", "ModelSpec", "State", "StaticSolver", "SolveReport", "element_strain", "lame_parameters"]
+__all__ = ["Elasticity", "NodeLoads", "Term", "default_terms", "Model", "ModelSpec", "State", "StaticSolver", "SolveReport", "element_strain", "lame_parameters"]

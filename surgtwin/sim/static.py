@@ -15,10 +15,10 @@ import warp as wp
 
 from kernels import elasticity as ke
 from kernels import linalg as kl
-from kernels import loads as kn
 
 from ..errors import SolverError
 from .model import Model, State
+from .terms import Term, default_terms
 
 
 @dataclass
@@ -40,11 +40,17 @@ class SolveReport:
 
 
 class StaticSolver:
-    """Find x with f_int(x) + f_ext(x) = 0 on the free nodes of ``model``."""
+    """Find x with f_int(x) + f_ext(x) = 0 on the free nodes of ``model``.
+
+    ``terms`` (default: elasticity + gravity + support springs) are the energy terms summed; pass
+    ``extra_terms`` to add physics (contact, pressure, attachments) without changing the solver.
+    """
 
     def __init__(self, model: Model, *, tol: float = 1e-6, newton_max_iter: int = 40,
-                 cg_max_iter: int = 400, cg_tol: float = 1e-2, cg_check_every: int = 10):
+                 cg_max_iter: int = 400, cg_tol: float = 1e-2, cg_check_every: int = 10,
+                 terms: list[Term] | None = None, extra_terms: list[Term] = ()):
         self.model = model
+        self.terms = (list(terms) if terms is not None else default_terms(model)) + list(extra_terms)
         self.tol, self.newton_max_iter = tol, newton_max_iter
         self.cg_max_iter, self.cg_tol, self.cg_check_every = cg_max_iter, cg_tol, cg_check_every
         n, d = model.node_count, model.device
@@ -54,28 +60,21 @@ class StaticSolver:
         self._rz, self._rz_new, self._pq, self._energy = (wp.zeros(1, dtype=wp.float64, device=d) for _ in range(4))
         self._flag = wp.zeros(1, dtype=wp.int32, device=d)
 
-    # -- launch helpers (one place that unpacks the model into kernel arguments) --
-    def _launch_tets(self, kernel, x, *extra):
-        wp.launch(kernel, dim=len(self.model.spec.tets), inputs=[self.model.elements, x, *extra],
-                  device=self.model.device)
-
     def _launch_nodes(self, kernel, inputs):
         wp.launch(kernel, dim=self.model.node_count, inputs=inputs, device=self.model.device)
 
     def forces(self, x: wp.array, gravity_scale: float = 1.0) -> wp.array:
-        """Total nodal force (elastic + gravity + springs) at positions x, unmasked [N]."""
-        m = self.model
+        """Total nodal force (sum of the terms) at positions x, unmasked [N]."""
         self._f.zero_()
-        self._launch_tets(ke.eval_tet_forces, x, self._f)
-        self._launch_nodes(kn.eval_node_loads, [x, m.mass, m.gravity_vector(gravity_scale), m.spring_k, m.anchors, self._f])
+        for term in self.terms:
+            term.add_forces(x, self._f, gravity_scale)
         return self._f
 
     def energy(self, x: wp.array, gravity_scale: float = 1.0) -> float:
-        m = self.model
+        """Total potential energy [J] at positions x."""
         self._energy.zero_()
-        self._launch_tets(ke.eval_tet_energy, x, self._energy)
-        self._launch_nodes(kn.eval_node_load_energy,
-                           [x, m.mass, m.gravity_vector(gravity_scale), m.spring_k, m.anchors, self._energy])
+        for term in self.terms:
+            term.add_energy(x, self._energy, gravity_scale)
         return float(self._energy.numpy()[0])
 
     def _dot(self, a, b) -> float:
@@ -85,15 +84,16 @@ class StaticSolver:
 
     def _hessian_product(self, x, v, out):
         out.zero_()
-        self._launch_tets(ke.eval_tet_hessian_product, x, v, out)
-        self._launch_nodes(kn.add_spring_hessian_product, [self.model.spring_k, v, out])
+        for term in self.terms:
+            term.add_hessian_product(x, v, out)
 
     def _pcg(self, x, rhs) -> tuple[int, bool]:
         """Solve K(x) dx = rhs approximately into self._dx. Returns (iterations, hit_negative_curvature)."""
         m = self.model
         self._diag.zero_()
-        self._launch_tets(ke.eval_tet_hessian_diagonal, x, self._diag)
-        self._launch_nodes(kl.jacobi_inverse, [self._diag, m.spring_k, m.free, self._minv])
+        for term in self.terms:
+            term.add_diagonal(x, self._diag)
+        self._launch_nodes(kl.jacobi_inverse, [self._diag, m.free, self._minv])
         wp.copy(self._r, rhs)
         for a in (self._rz, self._rz_new, self._pq):
             a.zero_()
