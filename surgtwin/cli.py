@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     sp = add("segment", "segment a CT into a label map (classical methods, no downloaded weights)",
              inputs=[("image", "CT file or DICOM folder")])
     sp.add_argument("--series", help="DICOM folder with several series: index or SeriesInstanceUID")
+    sp.add_argument("--method", nargs="+", metavar=("METHOD", "PATH"),
+                    help="auto (default), seeded, threshold, totalsegmentator, or 'import PATH' (a TotalSegmentator "
+                         "file or folder, a Slicer .seg.nrrd, a label image) (segment.method, segment.source)")
+    sp.add_argument("--seeds", nargs="+", default=[], metavar="NAME=X,Y,Z",
+                    help="one click per organ for --method seeded, e.g. liver=-60,10,40 (physical mm, LPS)")
+    sp.add_argument("--voxel", action="store_true", help="--seeds are voxel indices i,j,k (segment.seed_space=voxel)")
     sp = add("mesh", "label map (or closed surfaces) -> organ surfaces (VTP) and a tagged tetrahedral mesh "
              "(volume.vtu)", inputs=[("inputs", "a label map (.nii.gz/.nrrd/.mha, labels.json beside it or default "
                                      "ids), or closed surfaces (.stl/.vtp/.obj/.ply) named by structure, organ first: "
@@ -169,12 +175,36 @@ def cmd_segment(args, cfg):
     from .segment import segment
     from .volume import Volume
 
+    _segment_options(args, cfg.segment)
     volume = Volume.load(args.image, modality=cfg.case.modality, series=args.series)
     with _run_folder("segment", args.out, cfg) as run:
         labels = segment(volume, cfg.segment)
         labels.save(run / "labels.nii.gz")
         qc_overlay(volume, labels, run / "qc.png")
         log.info("segmented: %s", ", ".join(f"{k} {v:.0f} mL" for k, v in labels.volumes_ml().items()))
+
+
+def _segment_options(args, seg):
+    """--method/--seeds/--voxel into the SegmentConfig (before the run folder saves the config)."""
+    if args.method:
+        seg.method = args.method[0]
+        if len(args.method) > 2 or (len(args.method) == 2) != (seg.method == "import"):
+            raise ConfigError("--method takes a method name, and a path only for 'import PATH'")
+        if seg.method == "import":
+            seg.source = args.method[1]
+    for item in args.seeds:
+        name, _, coords = item.partition("=")
+        try:
+            point = [float(v) for v in coords.split(",")]
+        except ValueError:
+            point = []
+        if not name or len(point) != 3:
+            raise ConfigError(f"--seeds: expected NAME=X,Y,Z, got '{item}'")
+        seg.seeds[name] = point
+    if args.seeds and not args.method:
+        seg.method = "seeded"
+    if args.voxel:
+        seg.seed_space = "voxel"
 
 
 def cmd_mesh(args, cfg):
@@ -347,6 +377,13 @@ def main(argv=None) -> int:
     if hasattr(args, "inputs"):  # a greedy nargs='+' input list may hold the overrides
         args.overrides += [str(p) for p in args.inputs if "=" in str(p)]
         args.inputs = [p for p in args.inputs if "=" not in str(p)]
+    if getattr(args, "method", None):  # ... and so may --method
+        args.overrides += [p for p in args.method[1:] if "=" in p]
+        args.method = [p for p in args.method if "=" not in p]
+    if getattr(args, "seeds", None):  # seeds are NAME=X,Y,Z; anything else there is an override
+        seed = [p for p in args.seeds if "." not in p.partition("=")[0] and "," in p.partition("=")[2]]
+        args.overrides += [p for p in args.seeds if p not in seed]
+        args.seeds = seed
     for extra in rest:  # key=value overrides given after options
         if "=" in extra and not extra.startswith("-") and hasattr(args, "overrides"):
             args.overrides.append(extra)

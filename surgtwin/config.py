@@ -37,8 +37,10 @@ class CaseConfig:
 
 @dataclass
 class SegmentConfig:
-    method: str = "threshold"        # threshold | seeded
-    seeds: dict = field(default_factory=dict)   # name -> [x, y, z] physical mm (LPS)
+    method: str = "auto"             # auto | seeded | threshold | import | totalsegmentator
+    seeds: dict = field(default_factory=dict)   # name -> [x, y, z] physical mm (LPS), or voxel i, j, k
+    seed_space: str = "physical"     # physical | voxel (seed coordinates)
+    source: Optional[str] = None     # method=import: segmentation file or folder
     seed_radius_mm: float = 8.0     # neighbourhood that sets the intensity window
     confidence_multiplier: float = 2.5
 

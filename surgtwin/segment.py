@@ -1,8 +1,12 @@
-"""Classical segmentation (no downloaded weights): HU thresholds with morphology, and seeded growing.
+"""Classical segmentation (no downloaded weights): automatic, thresholds, seeded growing, import.
 
+``auto``: body, fat, bone, lungs, liver, spleen, kidneys, aorta and IVC (``surgtwin.autoseg``).
 ``threshold``: body outline, subcutaneous fat and bone from Hounsfield units.
 ``seeded``: one physical point per organ, grown with SimpleITK's ConfidenceConnected, cleaned by
 hole filling and a morphological opening, on top of the threshold result.
+``import``: an existing segmentation (TotalSegmentator file or per-structure folder, Slicer .seg.nrrd,
+any label image with a table) resampled onto the image in physical space.
+``totalsegmentator``: an installed TotalSegmentator with its weights, offline.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from .labels import LabelTable
 from .volume import LabelMap, Volume
 
 BODY_HU, BONE_HU, FAT_HU = -500.0, 200.0, (-190.0, -30.0)
+METHODS = ("auto", "threshold", "seeded", "import", "totalsegmentator")
 
 
 def segment(volume: Volume, cfg: SegmentConfig, table: LabelTable | None = None) -> LabelMap:
@@ -26,30 +31,65 @@ def segment(volume: Volume, cfg: SegmentConfig, table: LabelTable | None = None)
     table = table or LabelTable.default()
     if cfg.method == "totalsegmentator":
         return totalsegmentator_labels(volume, table)
-    if cfg.method not in ("threshold", "seeded"):
-        raise ConfigError(f"segmentation method '{cfg.method}' is not available (threshold, seeded, totalsegmentator)")
+    if cfg.method == "import":
+        return import_labels(volume, cfg.source)
+    if cfg.method not in METHODS:
+        raise ConfigError(f"segmentation method '{cfg.method}' is not available ({', '.join(METHODS)})")
+    seeds = _physical_seeds(volume, cfg)
+    if cfg.method == "auto":
+        if volume.modality.upper() != "CT":
+            raise InputError(f"automatic segmentation needs CT in HU, got {volume.modality} (use seeded)")
+        from .autoseg import auto_label_array
+
+        return LabelMap.from_array(auto_label_array(volume.image, table), volume.image, table)
     if volume.modality.upper() != "CT":
         if cfg.method != "seeded":
             raise InputError(f"threshold segmentation needs CT in HU, got {volume.modality} (use seeded)")
-        return _seeded_only(volume.normalized(), cfg, table)
+        return _seeded_only(volume.normalized(), cfg, table, seeds)
     out = threshold_tissues(volume, table)
     if cfg.method == "seeded":
-        if not cfg.seeds:
-            raise ConfigError("seeded segmentation needs seeds, e.g. '+segment.seeds.liver=[-60,0,40]'")
+        if not seeds:
+            raise ConfigError("seeded segmentation needs seeds, e.g. --seeds liver=-60,0,40")
         body = out != 0
-        for name, point in cfg.seeds.items():
+        for name, point in seeds.items():
             mask = grow_from_seed(volume, point, radius_mm=cfg.seed_radius_mm,
                                   multiplier=cfg.confidence_multiplier) & body
             out[mask] = table.id_of(name)
     return LabelMap.from_array(out, volume.image, table)
 
 
-def _seeded_only(volume: Volume, cfg: SegmentConfig, table: LabelTable) -> LabelMap:
-    """Seeded growing on an intensity-normalised (MR) image, with no HU-based body mask."""
-    if not cfg.seeds:
-        raise ConfigError("seeded segmentation needs seeds, e.g. '+segment.seeds.liver=[-60,0,40]'")
-    out = np.zeros(sitk.GetArrayViewFromImage(volume.image).shape, np.uint16)
+def import_labels(volume: Volume, source) -> LabelMap:
+    """An existing segmentation resampled onto ``volume`` in physical space (nearest neighbour)."""
+    if not source:
+        raise ConfigError("method 'import' needs the segmentation: --method import PATH (segment.source)")
+    from .pipeline import resample_labels
+
+    return resample_labels(LabelMap.load(source), volume)
+
+
+def _physical_seeds(volume: Volume, cfg: SegmentConfig) -> dict:
+    """Seeds as physical points [mm]; voxel seeds (seed_space=voxel, i j k) are converted."""
+    if cfg.seed_space not in ("physical", "voxel"):
+        raise ConfigError(f"segment.seed_space must be physical or voxel, got '{cfg.seed_space}'")
+    out = {}
     for name, point in cfg.seeds.items():
+        p = [float(v) for v in point]
+        if len(p) != 3:
+            raise ConfigError(f"seed '{name}' needs three coordinates, got {point}")
+        if cfg.seed_space == "voxel":
+            if not all(0 <= round(v) < n for v, n in zip(p, volume.image.GetSize())):
+                raise ConfigError(f"voxel seed '{name}' {p} lies outside the {list(volume.image.GetSize())} image")
+            p = list(volume.image.TransformContinuousIndexToPhysicalPoint(p))
+        out[name] = p
+    return out
+
+
+def _seeded_only(volume: Volume, cfg: SegmentConfig, table: LabelTable, seeds: dict) -> LabelMap:
+    """Seeded growing on an intensity-normalised (MR) image, with no HU-based body mask."""
+    if not seeds:
+        raise ConfigError("seeded segmentation needs seeds, e.g. --seeds liver=-60,0,40")
+    out = np.zeros(sitk.GetArrayViewFromImage(volume.image).shape, np.uint16)
+    for name, point in seeds.items():
         out[grow_from_seed(volume, point, radius_mm=cfg.seed_radius_mm, multiplier=cfg.confidence_multiplier)] = \
             table.id_of(name)
     return LabelMap.from_array(out, volume.image, table)

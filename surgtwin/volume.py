@@ -122,6 +122,8 @@ class LabelMap:
         path = Path(path)
         if path.name.lower().endswith(".seg.nrrd"):
             return cls._load_slicer_segmentation(path, table if isinstance(table, LabelTable) else None)
+        if path.is_dir() and any(path.glob("*.nii*")):
+            return cls._load_structure_folder(path, table if isinstance(table, LabelTable) else None)
         img = read_image(path)
         if isinstance(table, LabelTable):
             tab = table
@@ -137,6 +139,27 @@ class LabelMap:
         if not lm.present_ids():
             raise LabelError(f"{path.name}: label map is empty (no non-zero voxels)")
         return lm
+
+    @classmethod
+    def _load_structure_folder(cls, path: Path, table: LabelTable | None) -> "LabelMap":
+        """TotalSegmentator's default output: one binary ``<structure>.nii.gz`` per structure, on one grid.
+        Names must be in the label table (TotalSegmentator's are); empty masks are skipped."""
+        table = table or LabelTable.default()
+        files = sorted(path.glob("*.nii*"))
+        unknown = [f.name for f in files if f.name.split(".")[0] not in table]
+        if unknown:
+            raise LabelError(f"{path.name}: structure file(s) not in the label table: {', '.join(unknown[:3])}")
+        ref, out = None, None
+        for f in files:
+            img = read_image(f)
+            if ref is None:
+                ref, out = img, np.zeros(sitk.GetArrayViewFromImage(img).shape, np.uint16)
+            elif img.GetSize() != ref.GetSize() or not np.allclose(img.GetOrigin(), ref.GetOrigin(), atol=1e-3):
+                raise InputError(f"{f.name}: not on the grid of {files[0].name} (one folder, one grid)")
+            out[sitk.GetArrayViewFromImage(img) > 0] = table.id_of(f.name.split(".")[0])
+        if not out.any():
+            raise LabelError(f"{path.name}: every structure mask is empty")
+        return cls.from_array(out, ref, table)
 
     @classmethod
     def _load_slicer_segmentation(cls, path: Path, table: LabelTable | None) -> "LabelMap":
