@@ -125,3 +125,82 @@ def sitk_array(volume):
     import SimpleITK as sitk
 
     return sitk.GetArrayFromImage(volume.image)
+
+
+# -- automatic segmentation (no weights): Dice floors on the real CTs, set a little under what the
+# method measures (benchmarks/segmentation.py), so a regression fails
+AUTO_FLOORS = {
+    "ct_abdomen_3mm": {"liver": 0.89, "spleen": 0.74, "kidney_left": 0.83, "kidney_right": 0.79, "aorta": 0.75},
+    "ct_dicom_jpeg2000": {"liver": 0.93, "spleen": 0.88, "aorta": 0.81},
+}
+
+
+@pytest.mark.parametrize("case", sorted(AUTO_FLOORS))
+def test_auto_segmentation_dice_on_real_ct(case):
+    from surgtwin.pipeline import resample_labels
+
+    path = DATA / case
+    if not path.is_dir():
+        pytest.skip("shared real data not present")
+    volume = Volume.load(path / ("ct.nii.gz" if case == "ct_abdomen_3mm" else "dicom"))
+    ref = resample_labels(LabelMap.load(path / "reference_seg.nii.gz"), volume)
+    seg = segment(volume, SegmentConfig())          # auto is the default
+    assert seg.image.GetSize() == volume.image.GetSize()
+    assert np.allclose(seg.image.GetDirection(), volume.image.GetDirection())
+    got = {}
+    for organ, floor in AUTO_FLOORS[case].items():
+        got[organ] = dice(seg.array() == seg.table.id_of(organ), ref.array() == ref.table.id_of(organ))
+    assert all(got[o] >= f for o, f in AUTO_FLOORS[case].items()), got
+    assert (seg.array() == seg.table.id_of("body")).any() and (seg.array() == seg.table.id_of("bone")).any()
+
+
+def test_auto_segmentation_refuses_mr_and_non_ct():
+    path = DATA / "mr_abdomen_3mm"
+    if not path.is_dir():
+        pytest.skip("shared real data not present")
+    with pytest.raises(InputError, match="needs CT"):
+        segment(Volume.load(path / "mr.nii.gz", modality="MR"), SegmentConfig(method="auto"))
+    air = Volume.load(path / "mr.nii.gz")          # an MR read as if it were CT: no body above -500 HU?
+    arr = air.image * 0 - 1000
+    with pytest.raises(InputError, match="no body"):
+        segment(Volume(arr), SegmentConfig(method="auto"))
+
+
+def test_import_round_trips_totalsegmentator_folder_and_file(tmp_path):
+    """--method import: a TotalSegmentator per-structure folder and a multilabel file give back exactly
+    the reference (Dice 1.0) on the image grid."""
+    import SimpleITK as sitk
+
+    path = DATA / "ct_abdomen_3mm"
+    if not path.is_dir():
+        pytest.skip("shared real data not present")
+    volume = Volume.load(path / "ct.nii.gz")
+    ref = LabelMap.load(path / "reference_seg.nii.gz")
+    folder = tmp_path / "segmentations"
+    folder.mkdir()
+    ra = ref.array()
+    for organ in ("liver", "spleen", "kidney_left", "aorta"):
+        m = sitk.GetImageFromArray((ra == ref.table.id_of(organ)).astype(np.uint8))
+        m.CopyInformation(ref.image)
+        sitk.WriteImage(m, str(folder / f"{organ}.nii.gz"))
+    for source in (folder, path / "reference_seg.nii.gz"):
+        seg = segment(volume, SegmentConfig(method="import", source=str(source)))
+        for organ in ("liver", "spleen", "kidney_left", "aorta"):
+            assert dice(seg.array() == seg.table.id_of(organ), ra == ref.table.id_of(organ)) == 1.0
+    (folder / "not_an_organ.nii.gz").write_bytes((folder / "liver.nii.gz").read_bytes())
+    with pytest.raises(Exception, match="not_an_organ"):
+        segment(volume, SegmentConfig(method="import", source=str(folder)))
+    with pytest.raises(ConfigError, match="import"):
+        segment(volume, SegmentConfig(method="import"))
+
+
+def test_voxel_seeds_equal_physical_seeds(phantom):
+    cfg, volume, truth = phantom
+    centre = list(map(float, phantom_truth(cfg)["liver"]["center"]))
+    ijk = volume.image.TransformPhysicalPointToIndex(centre)
+    a = segment(volume, SegmentConfig(method="seeded", seeds={"liver": centre}))
+    b = segment(volume, SegmentConfig(method="seeded", seeds={"liver": list(ijk)}, seed_space="voxel"))
+    liver = truth.table.id_of("liver")
+    assert dice(a.array() == liver, b.array() == liver) > 0.99
+    with pytest.raises(ConfigError, match="outside"):
+        segment(volume, SegmentConfig(method="seeded", seeds={"liver": [10_000, 0, 0]}, seed_space="voxel"))
