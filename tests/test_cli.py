@@ -165,6 +165,9 @@ BAD = {                        # case -> (command, inputs, overrides, words the 
                                   "whole organ"),
     "corrupt mesh": ("simulate", ["@bad/junk.vtu"], [], "junk.vtu"),
     "missing image": ("segment", ["@bad/nothere"], [], "no such file"),
+    "import without a path": ("segment", ["@ph/ct.nii.gz", "--method", "import"], [], "import PATH"),
+    "seed with two coordinates": ("segment", ["@ph/ct.nii.gz", "--seeds", "liver=1,2"], [], "NAME=X,Y,Z"),
+    "unknown method": ("segment", ["@ph/ct.nii.gz", "--method", "magic"], [], "magic"),
     "report without run": ("report", ["@bad"], [], "no report.json"),
 }
 
@@ -190,6 +193,28 @@ def test_bad_input_one_line_error_no_output(case, bad_inputs, phantom_run, mesh_
     assert _leftovers(parent) == [] and _leftovers(work) == []       # ... and no hidden staging folder
     assert sorted(p.name for p in work.iterdir()) == before          # nothing else (e.g. runs/) either
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_segment_auto_and_import_on_real_ct(work):
+    """`surgtwin segment CT` (auto by default) and `--method import REF` on the shared non-contrast CT."""
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct_abdomen_3mm"
+    if not data.is_dir():
+        pytest.skip("shared real data not present")
+    out = work / "seg-auto"
+    proc = surgtwin("segment", data / "ct.nii.gz", "-o", out, cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    labels = LabelMap.load(out / "labels.nii.gz")
+    names = {labels.table.labels[i].name for i in labels.present_ids()}
+    assert {"liver", "spleen", "kidney_left", "kidney_right", "aorta", "body", "bone"} <= names
+    assert (out / "qc.png").stat().st_size > 10_000 and (out / "labels.json").is_file()
+    assert "method: auto" in (out / "config.yaml").read_text()
+    out = work / "seg-import"
+    proc = surgtwin("segment", data / "ct.nii.gz", "--method", "import", data / "reference_seg.nii.gz", "-o", out,
+                    cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    got, ref = LabelMap.load(out / "labels.nii.gz").array(), LabelMap.load(data / "reference_seg.nii.gz").array()
+    assert np.array_equal(got, ref)
+    assert "method: import" in (out / "config.yaml").read_text()
 
 
 def test_input_then_override_order(phantom_run, work):
