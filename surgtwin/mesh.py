@@ -94,25 +94,7 @@ class SurfaceMesh:
         voxel (which removes the label map's diagonal-contact non-manifold spots), the largest shell
         kept, then ``smoothing_iterations`` of Taubin smoothing (no shrinkage)."""
         lid = labelmap.table.id_of(name)
-        stats = sitk.LabelShapeStatisticsImageFilter()
-        mask = labelmap.image == lid
-        stats.Execute(mask)
-        if not stats.HasLabel(1):
-            raise LabelError(f"structure '{name}' is absent from the label map")
-        box = stats.GetBoundingBox(1)
-        roi = sitk.Cast(sitk.RegionOfInterest(mask, box[3:], box[:3]), sitk.sitkFloat32)
-        roi = sitk.ConstantPad(roi, [2, 2, 2], [2, 2, 2], 0.0)
-        roi = sitk.SmoothingRecursiveGaussian(roi, sigma=0.6 * float(min(labelmap.image.GetSpacing())))
-        grid = pv.ImageData(dimensions=roi.GetSize(), spacing=roi.GetSpacing(), origin=roi.GetOrigin(),
-                            direction_matrix=np.array(roi.GetDirection()).reshape(3, 3))
-        grid.point_data["mask"] = sitk.GetArrayViewFromImage(roi).ravel()
-        surf = grid.contour([0.5], scalars="mask", method="flying_edges").triangulate().clean()
-        if surf.n_cells == 0:
-            raise MeshError(f"structure '{name}' is too thin to give a surface")
-        surf = surf.connectivity("largest").extract_surface(algorithm="dataset_surface").clean()
-        if smoothing_iterations > 0:
-            surf = surf.smooth_taubin(n_iter=smoothing_iterations, pass_band=0.05)
-        surf.point_data.clear()
+        surf = mask_surface(labelmap.image == lid, name, smoothing_iterations=smoothing_iterations)
         return cls(surf, lid, name)
 
     def save(self, path: str | Path) -> Path:
@@ -139,6 +121,41 @@ class SurfaceMesh:
     @property
     def volume_ml(self) -> float:
         return float(abs(self.mesh.volume)) / 1000.0
+
+
+def mask_surface(mask: sitk.Image, name: str, *, smoothing_iterations: int = 40,
+                 min_shell_fraction: float | None = None) -> pv.PolyData:
+    """Closed, manifold surface of a binary mask (LPS mm): flying edges at 0.5 on the mask blurred by
+    0.6 voxel, the largest shell (or, with ``min_shell_fraction``, every shell holding that share of the
+    enclosed volume), then Taubin smoothing. ``name`` only names the structure in errors."""
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(sitk.Cast(mask > 0, sitk.sitkUInt8))
+    if not stats.HasLabel(1):
+        raise LabelError(f"structure '{name}' is absent from the label map")
+    box = stats.GetBoundingBox(1)
+    roi = sitk.Cast(sitk.RegionOfInterest(mask > 0, box[3:], box[:3]), sitk.sitkFloat32)
+    roi = sitk.ConstantPad(roi, [2, 2, 2], [2, 2, 2], 0.0)
+    roi = sitk.SmoothingRecursiveGaussian(roi, sigma=0.6 * float(min(mask.GetSpacing())))
+    grid = pv.ImageData(dimensions=roi.GetSize(), spacing=roi.GetSpacing(), origin=roi.GetOrigin(),
+                        direction_matrix=np.array(roi.GetDirection()).reshape(3, 3))
+    grid.point_data["mask"] = sitk.GetArrayViewFromImage(roi).ravel()
+    surf = grid.contour([0.5], scalars="mask", method="flying_edges").triangulate().clean()
+    if surf.n_cells == 0:
+        raise MeshError(f"structure '{name}' is too thin to give a surface")
+    if min_shell_fraction is None:
+        surf = surf.connectivity("largest")
+    else:
+        shells = surf.connectivity("all")
+        ids = np.asarray(shells.cell_data["RegionId"])
+        vols = np.array([abs(shells.extract_cells(ids == r).extract_surface(algorithm="dataset_surface").volume)
+                         for r in range(ids.max() + 1)])
+        surf = shells.extract_cells(np.isin(ids, np.flatnonzero(vols >= min_shell_fraction * vols.sum())))
+    surf = surf.extract_surface(algorithm="dataset_surface").clean()
+    if smoothing_iterations > 0:
+        surf = surf.smooth_taubin(n_iter=smoothing_iterations, pass_band=0.05)
+    surf.point_data.clear()
+    surf.cell_data.clear()
+    return surf
 
 
 def _read_quietly(path: Path):

@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .mesh import boundary_faces, physical_to_index, tet_quality, triangle_areas
+from .mesh import boundary_faces, physical_to_index, triangle_areas
 from .sim.blocks import signed_volumes
 
 
@@ -58,18 +58,31 @@ def _project(start, nodes, phi, mask, level, max_move, iterations):
     return x
 
 
+def _invalid(x, tets, min_dihedral_deg):
+    """Elements inverted, flat, or with a dihedral angle outside [min, 180 - 2 min] degrees."""
+    p = x[tets]
+    n = np.stack([np.cross(p[:, b] - p[:, a], p[:, c] - p[:, a]) for a, b, c in ((1, 2, 3), (0, 3, 2), (0, 1, 3), (0, 2, 1))], 1)
+    n /= np.maximum(np.linalg.norm(n, axis=2, keepdims=True), 1e-300)
+    cos = np.stack([(n[:, k] * n[:, l]).sum(1) for k in range(4) for l in range(k + 1, 4)], 1)
+    # dihedral = 180 - angle between outward normals: below the bound <=> cos(normals) < -cos(bound)
+    lo, hi = np.cos(np.radians(min_dihedral_deg)), np.cos(np.radians(2 * min_dihedral_deg))
+    vol = np.einsum("ij,ij->i", p[:, 1] - p[:, 0], np.cross(p[:, 2] - p[:, 0], p[:, 3] - p[:, 0]))
+    return (vol <= 0) | (cos.min(1) < -lo) | (cos.max(1) > hi)
+
+
 def _back_off(x, start, tets, min_dihedral_deg):
     """Move the nodes of invalid elements back towards ``start`` by halves (then all the way)."""
     x = x.copy()
+    check = np.arange(len(tets))
     for _ in range(30):
-        q = tet_quality(x, tets)
-        bad = ((signed_volumes(x, tets) <= 0) | (q["min_dihedral_deg"] < min_dihedral_deg)
-               | (q["max_dihedral_deg"] > 180.0 - 2 * min_dihedral_deg))
-        if not bad.any():
+        bad = check[_invalid(x, tets[check], min_dihedral_deg)]
+        if not len(bad):
             return x
         back = np.unique(tets[bad])
         x[back] = 0.5 * (x[back] + start[back])
-    x[np.unique(tets[bad])] = start[np.unique(tets[bad])]
+        check = np.flatnonzero(np.isin(tets, back).any(1))
+    back = np.unique(tets[bad])
+    x[back] = start[back]
     return x
 
 
