@@ -57,7 +57,6 @@ class MeshConfig:
     refine_ratio: int = 2            # coarse / fine element size near refine_near (1, 2, 4 or 8)
     refine_band_mm: float = 10.0     # distance from refine_near within which elements are fine
     joint: bool = False              # every structure an organ of its own, neighbours sharing tagged faces
-    mesher: str = "grid"             # grid (built in) | tetgen | ftetwild (optional extras) | auto (first installed)
 
 
 @dataclass

@@ -123,11 +123,9 @@ class SurfaceMesh:
         return float(abs(self.mesh.volume)) / 1000.0
 
 
-def mask_surface(mask: sitk.Image, name: str, *, smoothing_iterations: int = 40,
-                 min_shell_fraction: float | None = None) -> pv.PolyData:
+def mask_surface(mask: sitk.Image, name: str, *, smoothing_iterations: int = 40) -> pv.PolyData:
     """Closed, manifold surface of a binary mask (LPS mm): flying edges at 0.5 on the mask blurred by
-    0.6 voxel, the largest shell (or, with ``min_shell_fraction``, every shell holding that share of the
-    enclosed volume), then Taubin smoothing. ``name`` only names the structure in errors."""
+    0.6 voxel, the largest shell, then Taubin smoothing. ``name`` only names the structure in errors."""
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(sitk.Cast(mask > 0, sitk.sitkUInt8))
     if not stats.HasLabel(1):
@@ -142,14 +140,7 @@ def mask_surface(mask: sitk.Image, name: str, *, smoothing_iterations: int = 40,
     surf = grid.contour([0.5], scalars="mask", method="flying_edges").triangulate().clean()
     if surf.n_cells == 0:
         raise MeshError(f"structure '{name}' is too thin to give a surface")
-    if min_shell_fraction is None:
-        surf = surf.connectivity("largest")
-    else:
-        shells = surf.connectivity("all")
-        ids = np.asarray(shells.cell_data["RegionId"])
-        vols = np.array([abs(shells.extract_cells(ids == r).extract_surface(algorithm="dataset_surface").volume)
-                         for r in range(ids.max() + 1)])
-        surf = shells.extract_cells(np.isin(ids, np.flatnonzero(vols >= min_shell_fraction * vols.sum())))
+    surf = surf.connectivity("largest")
     surf = surf.extract_surface(algorithm="dataset_surface").clean()
     if smoothing_iterations > 0:
         surf = surf.smooth_taubin(n_iter=smoothing_iterations, pass_band=0.05)

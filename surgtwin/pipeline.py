@@ -136,7 +136,7 @@ def mesh_structures(labels: LabelMap, cfg: MeshConfig, folder: Path | None = Non
         volumes = labels.volumes_ml()
         volume_mm3 = sum(volumes[s] for s in structures) * 1000.0
         size_mm = (volume_mm3 * 6.0 / cfg.max_tets) ** (1.0 / 3.0)
-    from .meshers import volume_mesh
+    from .tetgrid import volume_mesh
 
     mesh = volume_mesh(labels, structures, cfg, size_mm)
     surfaces = {}

@@ -201,3 +201,13 @@ def _refine(labelmap, points, tets, labels, near, present, generations, band_mm,
     if (signed_volumes(points, tets) <= 0).any():
         raise MeshError("mesh refinement produced an inverted element")
     return points, tets, labels
+
+
+def volume_mesh(labels: LabelMap, structures, cfg, size_mm: float):
+    """The tagged TetMesh of ``structures`` (names) as a MeshConfig ``cfg`` asks: organ envelope or joint
+    organs, graded refinement, boundary fitting."""
+    from .mesh import TetMesh
+
+    return TetMesh.from_labelmap(labels, structures, size_mm=size_mm, organ=None if cfg.joint else cfg.organ,
+                                 snap=cfg.snap_boundary, refine_near=list(cfg.refine_near),
+                                 refine_ratio=int(cfg.refine_ratio), refine_band_mm=float(cfg.refine_band_mm))
