@@ -40,6 +40,7 @@ def bisect_to(points: np.ndarray, tets: np.ndarray, want, *, max_rounds: int = 6
     gen = np.zeros(len(tets), np.int64)
     parent = np.arange(len(tets))
     done = np.empty(0, np.int64)                 # sorted keys of bisected edges
+    done_mid = np.empty(0, np.int64)             # and the node id of each one's midpoint
     new_points = [points]
     n_pts = len(points)
     for _ in range(max_rounds):
@@ -59,17 +60,25 @@ def bisect_to(points: np.ndarray, tets: np.ndarray, want, *, max_rounds: int = 6
         ia, ib = EDGES[e, 0], EDGES[e, 1]
         ekey = k[rows, e]
         uniq, inv = np.unique(ekey, return_inverse=True)
-        mids = n_pts + np.arange(len(uniq))
+        pos = np.searchsorted(done, uniq)
+        old = pos < len(done)
+        old[old] = done[pos[old]] == uniq[old]               # edge bisected before: reuse its midpoint
+        mids = np.empty(len(uniq), np.int64)
+        mids[old] = done_mid[pos[old]]
+        mids[~old] = n_pts + np.arange((~old).sum())
         a, b = t[rows, ia], t[rows, ib]
         first = np.zeros(len(uniq), np.int64)
-        first[inv] = rows
-        new_points.append(0.5 * (pts[a[first]] + pts[b[first]]))
-        n_pts += len(uniq)
+        first[inv.ravel()] = rows
+        new_points.append(0.5 * (pts[a[first[~old]]] + pts[b[first[~old]]]))
+        n_pts += int((~old).sum())
         m = mids[inv.ravel()]
         c1, c2 = t.copy(), t.copy()
         c1[rows, ib] = m
         c2[rows, ia] = m
-        done = np.union1d(done, uniq)
+        done = np.concatenate([done, uniq[~old]])
+        done_mid = np.concatenate([done_mid, mids[~old]])
+        order = np.argsort(done, kind="stable")
+        done, done_mid = done[order], done_mid[order]
         keep = ~split
         tets = np.concatenate([tets[keep], c1, c2])
         gen = np.concatenate([gen[keep], gen[split] + 1, gen[split] + 1])
