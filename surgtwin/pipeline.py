@@ -128,6 +128,10 @@ def mesh_structures(labels: LabelMap, cfg: MeshConfig, folder: Path | None = Non
     present = set(labels.table.name_of(i) for i in labels.present_ids())
     if cfg.organ not in present:
         raise LabelError(f"structure '{cfg.organ}' is absent from the label map")
+    if cfg.joint:   # every listed structure is an organ of the joint mesh: none may be missing
+        missing = [s for s in cfg.structures if s not in present]
+        if missing:
+            raise LabelError(f"structure '{missing[0]}' is absent from the label map")
     structures = [s for s in cfg.structures if s in present] or [cfg.organ]
     size_mm = cfg.size_mm
     if cfg.max_tets:  # a tet budget: cubes of the size that gives about that many tets (6 per cube)

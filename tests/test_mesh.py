@@ -377,7 +377,7 @@ def test_refinement_near_the_tumour_is_graded_and_conforming(phantom):
         TetMesh.from_labelmap(lm, HEPATIC, size_mm=8.0, refine_near=["liver_tumor"], refine_ratio=3)
 
 
-def test_joint_organs_share_interface_faces(tmp_path):
+def test_joint_organs_share_interface_faces(tmp_path, capsys):
     """Liver and right kidney of the CT reference meshed together: one node set, faces shared at the
     interface, each cell tagged by organ, both volumes within 2 % of the labels (CLI --joint)."""
     import json
@@ -406,3 +406,6 @@ def test_joint_organs_share_interface_faces(tmp_path):
     for name in ("liver", "kidney_right"):
         assert abs(q["regions"][name]["error_percent"]) < 2.0
     assert q["inverted_elements"] == 0 and q["min_dihedral_deg"] >= 10.0
+    assert main(["mesh", str(tmp_path / "labels.nii.gz"), "--organs", "liver,liver_tumor", "--joint",
+                 "-o", str(tmp_path / "bad")]) == 2                 # an absent organ: one-line error
+    assert "liver_tumor" in capsys.readouterr().err
