@@ -1,8 +1,9 @@
 """Meshing figures on the phantom and every shared reference label map, printed and as JSON.
 
 Per structure: surface watertight/manifold, surface HD95 in voxels, tet count, inverted elements,
-min dihedral angle, mesh volume error vs the label map, seconds; and the time to mesh the phantom liver
-at about 100k tets.
+min dihedral angle, mesh volume error vs the label map, seconds; the time to mesh the phantom liver
+at about 100k tets; the phantom liver with and without refinement near its tumour and vessels (tets,
+dihedral percentiles, explicit time step for liver tissue); and joint liver + right kidney meshes.
 
     python benchmarks/meshing.py [--data ../shared/data] [--json PATH]
 """
@@ -13,14 +14,57 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 
+from surgtwin.biomech import tissue_library
 from surgtwin.config import PhantomConfig
 from surgtwin.labels import LabelTable
-from surgtwin.mesh import SurfaceMesh, TetMesh, surface_hd95_mm, tet_quality
+from surgtwin.mesh import SurfaceMesh, TetMesh, surface_hd95_mm, tet_faces, tet_quality
+from surgtwin.meshquality import dihedral_distribution, explicit_time_step
 from surgtwin.phantom import make_phantom
 from surgtwin.volume import LabelMap
 
 STRUCTURES = ["liver", "spleen", "kidney_left", "kidney_right", "aorta"]
+HEPATIC = ["liver", "liver_tumor", "hepatic_vein", "portal_vein_and_splenic_vein"]
+
+
+def refinement(labels: LabelMap, size_mm: float) -> list[dict]:
+    """Phantom liver + tumour + vessels at ``size_mm``, unrefined and refined near the tumour / vessels."""
+    rows = []
+    for near, ratio in (([], 1), (["liver_tumor"], 2), (HEPATIC[1:], 2), (["liver_tumor"], 4)):
+        t = time.perf_counter()
+        mesh = TetMesh.from_labelmap(labels, HEPATIC, size_mm=size_mm, organ="liver", refine_near=near,
+                                     refine_ratio=ratio, refine_band_mm=10.0)
+        seconds = time.perf_counter() - t
+        q = tet_quality(mesh.points, mesh.tets)
+        label_ml, mesh_ml = labels.volumes_ml(), mesh.volumes_ml()
+        dist = dihedral_distribution(mesh.points, mesh.tets)["min_per_element_percentiles_deg"]
+        rows.append({"refine_near": near, "refine_ratio": ratio, "tets": int(len(mesh.tets)),
+                     "nodes": int(len(mesh.points)), "seconds": seconds,
+                     "inverted": int((mesh.tet_volumes_mm3() <= 0).sum()),
+                     "min_dihedral_deg": float(q["min_dihedral_deg"].min()),
+                     "min_dihedral_percentiles_deg": {k: dist[k] for k in ("p1", "p5", "p50")},
+                     "explicit_dt_liver_s": explicit_time_step(mesh.points, mesh.tets, tissue_library()["liver"])["stable_dt_s"],
+                     "volume_error_percent": {n: 100.0 * (mesh_ml[n] - label_ml[n]) / label_ml[n] for n in mesh_ml}})
+    return rows
+
+
+def joint(case: str, labels: LabelMap, organs, size_mm: float) -> dict:
+    """Neighbouring organs as one conforming mesh: interface faces shared, volume error per organ."""
+    t = time.perf_counter()
+    mesh = TetMesh.from_labelmap(labels, organs, size_mm=size_mm)
+    seconds = time.perf_counter() - t
+    faces, owner = tet_faces(mesh.tets)
+    _, inv = np.unique(np.sort(faces, 1), axis=0, return_inverse=True)
+    inv = inv.ravel()
+    order = np.argsort(inv, kind="stable")
+    pair = inv[order][1:] == inv[order][:-1]
+    differ = mesh.labels[owner[order][:-1][pair]] != mesh.labels[owner[order][1:][pair]]
+    label_ml, mesh_ml = labels.volumes_ml(), mesh.volumes_ml()
+    return {"case": case, "organs": list(organs), "tets": int(len(mesh.tets)), "seconds": seconds,
+            "interface_faces": int(differ.sum()), "inverted": int((mesh.tet_volumes_mm3() <= 0).sum()),
+            "min_dihedral_deg": float(tet_quality(mesh.points, mesh.tets)["min_dihedral_deg"].min()),
+            "volume_error_percent": {n: 100.0 * (mesh_ml[n] - label_ml[n]) / label_ml[n] for n in mesh_ml}}
 
 
 def measure(case: str, labels: LabelMap, name: str, size_mm: float) -> dict:
@@ -73,9 +117,27 @@ def main():
               f"{r['surface_hd95_voxels']:>7.2f}v {r['mesh_hd95_voxels']:>7.2f}v {r['tets']:>7} {r['inverted']:>3} "
               f"{r['min_dihedral_deg']:>7.1f} {r['volume_error_percent']:>9.2f} {r['seconds']:>5.2f}")
     print(f"phantom liver (+ tumour and vessels) at {size:.2f} mm: {len(big.tets)} tets in {big_s:.2f} s")
+    refined = refinement(phantom, 6.0)
+    print("\nphantom liver + tumour + vessels at 6 mm, refined within 10 mm of:")
+    print(f"{'refine_near':<44} {'ratio':>5} {'tets':>7} {'s':>5} {'min dih':>7} {'p1 dih':>6} {'dt liver s':>10} "
+          f"{'liver %':>7} {'tumour %':>8}")
+    for r in refined:
+        e = r["volume_error_percent"]
+        print(f"{','.join(r['refine_near']) or '-':<44} {r['refine_ratio']:>5} {r['tets']:>7} {r['seconds']:>5.2f} "
+              f"{r['min_dihedral_deg']:>7.1f} {r['min_dihedral_percentiles_deg']['p1']:>6.1f} "
+              f"{r['explicit_dt_liver_s']:>10.2e} {e['liver']:>7.2f} {e['liver_tumor']:>8.2f}")
+    joints = [joint(case, cases[case], organs, 6.0) for case, organs in
+              (("phantom", ["liver", "kidney_right"]), ("ct_abdomen_3mm", ["liver", "kidney_right"]),
+               ("phantom", ["liver", "kidney_right", "spleen", "inferior_vena_cava"])) if case in cases]
+    print("\njoint meshes (shared interface faces):")
+    for r in joints:
+        errs = ", ".join(f"{n} {v:+.2f} %" for n, v in r["volume_error_percent"].items())
+        print(f"{r['case']:<16} {'+'.join(r['organs']):<48} {r['tets']:>7} tets, {r['interface_faces']:>4} interface "
+              f"faces, min dih {r['min_dihedral_deg']:.1f}, {r['seconds']:.2f} s; {errs}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"rows": rows, "liver_100k": {"size_mm": size, "tets": int(len(big.tets)),
-                                                                  "seconds": big_s}}, indent=1) + "\n")
+                                                                  "seconds": big_s},
+                                     "refinement": refined, "joint": joints}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

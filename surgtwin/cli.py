@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--size", type=float, help="element size in mm (mesh.size_mm)")
     sp.add_argument("--max-tets", type=int, help="tet budget instead of a size (mesh.max_tets)")
     sp.add_argument("--stl", action="store_true", help="also write the surfaces as STL (mesh.stl)")
+    sp.add_argument("--joint", action="store_true", help="mesh the --organs together as neighbours sharing tagged "
+                                                          "interface faces, no organ envelope (mesh.joint)")
     sp = add("simulate", "rehearse the procedure on a mesh: pre-op equilibrium, resection, remnant; writes report.json",
              inputs=[("mesh", "volume.vtu from 'surgtwin mesh', or a mesh folder")])
     sp.add_argument("--labels", type=Path, help="label map the mesh came from (for boundary.fix_near)")
@@ -219,6 +221,7 @@ def cmd_mesh(args, cfg):
     if args.max_tets is not None:
         cfg.mesh.max_tets = args.max_tets
     cfg.mesh.stl = cfg.mesh.stl or args.stl
+    cfg.mesh.joint = cfg.mesh.joint or args.joint
     labels = _mesh_input(args.inputs, cfg.mesh.size_mm)
     with _run_folder("mesh", args.out, cfg) as run:
         mesh, surfaces = mesh_structures(labels, cfg.mesh, run)

@@ -55,6 +55,10 @@ class MeshConfig:
     max_tets: Optional[int] = None   # a tet budget instead of size_mm (size chosen from the volume)
     stl: bool = False                # also write surfaces/<name>.stl
     surface_smoothing: int = 40      # Taubin smoothing iterations for the structure surfaces
+    refine_near: list = field(default_factory=list)  # structures (tumour, vessels) with finer elements around them
+    refine_ratio: int = 2            # coarse / fine element size near refine_near (1, 2, 4 or 8)
+    refine_band_mm: float = 10.0     # distance from refine_near within which elements are fine
+    joint: bool = False              # every structure an organ of its own, neighbours sharing tagged faces
 
 
 @dataclass

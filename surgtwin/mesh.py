@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from .errors import InputError, LabelError, MeshError
 from .fileio import atomic_path
 from .labels import LabelTable
-from .sim.blocks import kuhn_tets, orient_positive, signed_volumes
+from .sim.blocks import signed_volumes
 from .volume import LabelMap
 
 
@@ -94,25 +94,7 @@ class SurfaceMesh:
         voxel (which removes the label map's diagonal-contact non-manifold spots), the largest shell
         kept, then ``smoothing_iterations`` of Taubin smoothing (no shrinkage)."""
         lid = labelmap.table.id_of(name)
-        stats = sitk.LabelShapeStatisticsImageFilter()
-        mask = labelmap.image == lid
-        stats.Execute(mask)
-        if not stats.HasLabel(1):
-            raise LabelError(f"structure '{name}' is absent from the label map")
-        box = stats.GetBoundingBox(1)
-        roi = sitk.Cast(sitk.RegionOfInterest(mask, box[3:], box[:3]), sitk.sitkFloat32)
-        roi = sitk.ConstantPad(roi, [2, 2, 2], [2, 2, 2], 0.0)
-        roi = sitk.SmoothingRecursiveGaussian(roi, sigma=0.6 * float(min(labelmap.image.GetSpacing())))
-        grid = pv.ImageData(dimensions=roi.GetSize(), spacing=roi.GetSpacing(), origin=roi.GetOrigin(),
-                            direction_matrix=np.array(roi.GetDirection()).reshape(3, 3))
-        grid.point_data["mask"] = sitk.GetArrayViewFromImage(roi).ravel()
-        surf = grid.contour([0.5], scalars="mask", method="flying_edges").triangulate().clean()
-        if surf.n_cells == 0:
-            raise MeshError(f"structure '{name}' is too thin to give a surface")
-        surf = surf.connectivity("largest").extract_surface(algorithm="dataset_surface").clean()
-        if smoothing_iterations > 0:
-            surf = surf.smooth_taubin(n_iter=smoothing_iterations, pass_band=0.05)
-        surf.point_data.clear()
+        surf = mask_surface(labelmap.image == lid, name, smoothing_iterations=smoothing_iterations)
         return cls(surf, lid, name)
 
     def save(self, path: str | Path) -> Path:
@@ -139,6 +121,32 @@ class SurfaceMesh:
     @property
     def volume_ml(self) -> float:
         return float(abs(self.mesh.volume)) / 1000.0
+
+
+def mask_surface(mask: sitk.Image, name: str, *, smoothing_iterations: int = 40) -> pv.PolyData:
+    """Closed, manifold surface of a binary mask (LPS mm): flying edges at 0.5 on the mask blurred by
+    0.6 voxel, the largest shell, then Taubin smoothing. ``name`` only names the structure in errors."""
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(sitk.Cast(mask > 0, sitk.sitkUInt8))
+    if not stats.HasLabel(1):
+        raise LabelError(f"structure '{name}' is absent from the label map")
+    box = stats.GetBoundingBox(1)
+    roi = sitk.Cast(sitk.RegionOfInterest(mask > 0, box[3:], box[:3]), sitk.sitkFloat32)
+    roi = sitk.ConstantPad(roi, [2, 2, 2], [2, 2, 2], 0.0)
+    roi = sitk.SmoothingRecursiveGaussian(roi, sigma=0.6 * float(min(mask.GetSpacing())))
+    grid = pv.ImageData(dimensions=roi.GetSize(), spacing=roi.GetSpacing(), origin=roi.GetOrigin(),
+                        direction_matrix=np.array(roi.GetDirection()).reshape(3, 3))
+    grid.point_data["mask"] = sitk.GetArrayViewFromImage(roi).ravel()
+    surf = grid.contour([0.5], scalars="mask", method="flying_edges").triangulate().clean()
+    if surf.n_cells == 0:
+        raise MeshError(f"structure '{name}' is too thin to give a surface")
+    surf = surf.connectivity("largest")
+    surf = surf.extract_surface(algorithm="dataset_surface").clean()
+    if smoothing_iterations > 0:
+        surf = surf.smooth_taubin(n_iter=smoothing_iterations, pass_band=0.05)
+    surf.point_data.clear()
+    surf.cell_data.clear()
+    return surf
 
 
 def _read_quietly(path: Path):
@@ -229,58 +237,30 @@ class TetMesh:
 
     @classmethod
     def from_labelmap(cls, labelmap: LabelMap, structures, *, size_mm: float = 6.0,
-                      organ: str | None = None, envelope_mm: float = 8.0, snap: bool = True) -> "TetMesh":
-        """Mesh the union of ``structures`` (names) as one conforming, label-tagged tet mesh.
+                      organ: str | None = None, envelope_mm: float = 8.0, snap: bool = True,
+                      refine_near=(), refine_band_mm: float = 10.0, refine_ratio: int = 2,
+                      min_piece_fraction: float = 0.01) -> "TetMesh":
+        """Mesh the union of ``structures`` (names) as one conforming, label-tagged tet mesh (the built-in
+        Kuhn-grid mesher, ``surgtwin.tetgrid.mesh_grid``).
 
         With ``organ``, the other structures (tumour, vessels) are kept only inside the organ's
         envelope (the organ mask closed by ``envelope_mm`` with holes filled), so a vessel that
-        leaves the organ is cut where it leaves. With ``snap`` the outer boundary nodes are fitted to
-        the label boundary (``surgtwin.meshfit``; no element below 10 degrees or inverted).
+        leaves the organ is cut where it leaves; without it every structure is meshed as an organ of
+        its own and neighbours share faces. Pieces holding at least ``min_piece_fraction`` of an organ's
+        volume are kept. ``refine_near``: structures around which (within ``refine_band_mm``) elements
+        are ``refine_ratio`` times smaller. With ``snap`` the outer boundary nodes are fitted to the label
+        boundary (``surgtwin.meshfit``; no element below 10 degrees or inverted).
         """
-        if size_mm <= 0:
-            raise MeshError("mesh size must be positive")
-        ids = [labelmap.table.id_of(n) for n in structures if n in labelmap.table]
-        arr = sitk.GetArrayViewFromImage(labelmap.image)
-        present = [i for i in ids if np.any(arr == i)]
-        if not present:
-            raise LabelError(f"structure '{structures[0]}' is absent from the label map")
-        zyx = np.argwhere(np.isin(arr, present))
-        lo, hi = zyx.min(0)[::-1] - 1, zyx.max(0)[::-1] + 1  # (i, j, k) bounds with a one-voxel pad
-        step = size_mm / np.asarray(labelmap.image.GetSpacing())  # grid step in voxel units
-        counts = np.maximum(np.ceil((hi - lo) / step).astype(int), 1) + 1
-        if np.prod(counts - 1) * 6 > 20_000_000:
-            raise MeshError(f"mesh size {size_mm} mm is too fine for this structure (> 20M tets)")
-        axes = [lo[a] + step[a] * np.arange(counts[a]) for a in range(3)]
-        gi, gj, gk = np.meshgrid(*axes, indexing="ij")
-        # nodes are clamped to the scanned volume: a liver cut by the field of view stays cut there
-        size = np.array(labelmap.image.GetSize())
-        grid_ijk = np.clip(np.c_[gi.ravel(), gj.ravel(), gk.ravel()], -0.5, size - 0.5)
-        points = index_to_physical(labelmap.image, grid_ijk)
-        tets = kuhn_tets(counts)
-        labels = sample_labels(labelmap, points[tets].mean(axis=1))
-        keep = np.isin(labels, present)
-        _, signed = orient_positive(points, tets)
-        keep &= np.abs(signed) > 1e-3 * size_mm ** 3 / 6.0  # flattened by the clamp: dropped
-        if organ is not None:
-            oid = labelmap.table.id_of(organ)
-            inside = sample_mask(organ_envelope(labelmap, oid, envelope_mm), points[tets].mean(axis=1))
-            keep &= (labels == oid) | inside
-        tets, labels = tets[keep], labels[keep]
-        if len(tets) == 0:
-            raise MeshError(f"'{structures[0]}' is thinner than the mesh size {size_mm} mm: nothing to mesh")
-        tets, vol = orient_positive(points, tets)
-        main = largest_piece(tets, np.ones(len(tets), bool), vol)
-        tets, labels = tets[main], labels[main]
-        used, inverse = np.unique(tets, return_inverse=True)
-        points, tets = points[used], inverse.reshape(-1, 4)
-        if snap:
-            from .meshfit import snap_boundary
+        from .tetgrid import mesh_grid
 
-            union = sitk.GetImageFromArray(np.isin(arr, present).astype(np.uint8))
-            union.CopyInformation(labelmap.image)
-            points = snap_boundary(points, tets, union, size_mm)
+        points, tets, labels = mesh_grid(labelmap, structures, size_mm=size_mm, organ=organ,
+                                         envelope_mm=envelope_mm, snap=snap, refine_near=refine_near,
+                                         refine_band_mm=refine_band_mm, refine_ratio=refine_ratio,
+                                         min_piece_fraction=min_piece_fraction)
         mesh = cls.from_arrays(points, tets, labels, labelmap.table)
-        mesh.grid.field_data["mesher"] = np.array(["surgtwin-kuhn-grid" + ("+snap" if snap else "")])
+        refined = bool(refine_near) and refine_ratio > 1
+        mesh.grid.field_data["mesher"] = np.array(["surgtwin-kuhn-grid" + ("+bisect" if refined else "")
+                                                   + ("+snap" if snap else "")])
         mesh.grid.field_data["size_mm"] = np.array([size_mm])
         return mesh
 

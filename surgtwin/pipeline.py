@@ -128,6 +128,10 @@ def mesh_structures(labels: LabelMap, cfg: MeshConfig, folder: Path | None = Non
     present = set(labels.table.name_of(i) for i in labels.present_ids())
     if cfg.organ not in present:
         raise LabelError(f"structure '{cfg.organ}' is absent from the label map")
+    if cfg.joint:   # every listed structure is an organ of the joint mesh: none may be missing
+        missing = [s for s in cfg.structures if s not in present]
+        if missing:
+            raise LabelError(f"structure '{missing[0]}' is absent from the label map")
     structures = [s for s in cfg.structures if s in present] or [cfg.organ]
     size_mm = cfg.size_mm
     if cfg.max_tets:  # a tet budget: cubes of the size that gives about that many tets (6 per cube)
@@ -136,7 +140,9 @@ def mesh_structures(labels: LabelMap, cfg: MeshConfig, folder: Path | None = Non
         volumes = labels.volumes_ml()
         volume_mm3 = sum(volumes[s] for s in structures) * 1000.0
         size_mm = (volume_mm3 * 6.0 / cfg.max_tets) ** (1.0 / 3.0)
-    mesh = TetMesh.from_labelmap(labels, structures, size_mm=size_mm, organ=cfg.organ, snap=cfg.snap_boundary)
+    from .tetgrid import volume_mesh
+
+    mesh = volume_mesh(labels, structures, cfg, size_mm)
     surfaces = {}
     for name in list(cfg.structures) + list(CONTEXT_STRUCTURES):
         if name in present and name not in surfaces:
@@ -174,6 +180,10 @@ def mesh_quality(mesh: TetMesh, labels: LabelMap | None, surfaces: dict | None =
          "min_scaled_jacobian": round(float(tq["scaled_jacobian"].min()), 4),
          "explicit_stable_dt_liver_s": float(tq["min_altitude_mm"].min() * 1e-3 / wave_speed),
          "regions": {}}
+    from .meshquality import dihedral_distribution, explicit_time_step
+
+    q["explicit_dt_liver"] = explicit_time_step(mesh.points, mesh.tets, liver)
+    q["dihedral_distribution"] = dihedral_distribution(mesh.points, mesh.tets)
     label_vol = labels.volumes_ml() if labels is not None else {}
     for name, v in mesh.volumes_ml().items():
         entry = {"mesh_ml": round(v, 3)}
