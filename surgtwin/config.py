@@ -114,6 +114,19 @@ class ReportConfig:
 
 
 @dataclass
+class RiskConfig:
+    """Plan settings of the risk assessment (surgtwin/risk.py). No identifiers: height/weight only."""
+
+    liver_condition: str = "normal"  # normal | chemotherapy | cirrhosis: minimum FLR 20 / 30 / 40 %
+    height_cm: Optional[float] = None  # with weight_kg: BSA (Mosteller) -> standardized liver volume
+    weight_kg: Optional[float] = None
+    r1_margin_mm: float = 1.0        # margin under this: R1 risk (critical)
+    structure_warning_mm: float = 5.0  # cut or tool path closer than this to a structure: warning
+    # tool trajectories to check: [{name: needle, points_mm: [[x, y, z], [x, y, z], ...]}] (LPS mm)
+    tool_paths: list = field(default_factory=list)
+
+
+@dataclass
 class RunConfig:
     case: CaseConfig = field(default_factory=CaseConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
@@ -123,4 +136,5 @@ class RunConfig:
     solver: SolverConfig = field(default_factory=SolverConfig)
     procedure: ProcedureConfig = field(default_factory=ProcedureConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
     out: Optional[str] = None        # run folder; None = runs/<command>-<timestamp>
