@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="keep sex, age, size and weight (tissue-property priors)")
     sp.add_argument("--allow-burned-in", action="store_true",
                     help="accept images flagged BurnedInAnnotation=YES (check the pixels yourself)")
+    sp = add("batch", "cases x plan variants as a Hydra multirun (joblib locally, submitit on SLURM); "
+             "summary.csv + summary.html across runs", inputs=[("cases", "folder with one sub-folder per case "
+                                                                 "(scan + optional label map / case.yaml)")])
+    sp.add_argument("--jobs", type=int, default=2, help="parallel jobs with the local (joblib) launcher")
+    sp.add_argument("--launcher", default="local", help="configs/hydra/launcher: local (joblib) or slurm (submitit)")
     sp = add("bench", "solver speed table (printed) and JSON: force/tangent kernels and a full static solve")
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--sizes", default="8,16", help="cube grid resolutions n (6 n^3 tets each)")
@@ -284,6 +289,21 @@ def cmd_verify(args, cfg):
         raise SolverError(f"verification failed: {', '.join(sorted(set(failed)))}")
 
 
+def cmd_batch(args, cfg):
+    from .batch import run_batch
+
+    out = (args.out or _default_out("batch")).resolve()
+    path = run_batch(args.cases, out, args.overrides, jobs=args.jobs, launcher=args.launcher)
+    import csv
+
+    rows = list(csv.DictReader(path.open()))
+    failed = [r for r in rows if r["status"] != "ok"]
+    print(f"batch: {len(rows)} run(s), {len(rows) - len(failed)} ok, {len(failed)} failed")
+    for r in failed:
+        print(f"  failed: {r['case']} [{r['variant']}]: {r['error']}")
+    print(f"summary: {path}\n         {path.with_suffix('.html')}")
+
+
 def cmd_bench(args, cfg):
     from .bench import run_bench
 
@@ -299,7 +319,7 @@ def cmd_bench(args, cfg):
 
 COMMANDS = {"run": cmd_run, "phantom": cmd_phantom, "segment": cmd_segment, "mesh": cmd_mesh,
             "simulate": cmd_simulate, "report": cmd_report, "view": cmd_view, "bench": cmd_bench,
-            "deid": cmd_deid, "verify": cmd_verify}
+            "deid": cmd_deid, "verify": cmd_verify, "batch": cmd_batch}
 
 
 def _init_warp(verbose: bool):
@@ -361,7 +381,8 @@ def main(argv=None) -> int:
     try:
         from .compose import compose_run_config
 
-        cfg, _ = compose_run_config(list(getattr(args, "overrides", [])))
+        # batch overrides are sweeps (a=1,2,3): Hydra's multirun composes them, job by job
+        cfg, _ = compose_run_config([] if args.command == "batch" else list(getattr(args, "overrides", [])))
         if args.command == "run":  # paths bypass the override grammar (any character is fine)
             for field_, value in (("image", args.image), ("labels", args.labels), ("series", args.series)):
                 if value is not None:

@@ -286,7 +286,8 @@ def assess(mesh: TetMesh, labels, cfg, reh, *, case_name: str, files: dict | Non
 
     # oncological: margin and the share of the tumour surface under the planned margin
     share, dmin, at = tumour_margin_share(mesh.points, res.target_faces, res.cut_faces, planned)
-    onc = {"margin_planned_mm": planned, "margin_achieved_mm": metrics["margin_achieved_mm"],
+    # the tighter of the two sampled measures: cut samples -> tumour surface, tumour samples -> cut surface
+    onc = {"margin_planned_mm": planned, "margin_achieved_mm": min(metrics["margin_achieved_mm"], dmin),
            "r1_margin_mm": float(rc.r1_margin_mm), "tumour_surface_under_margin_share": share,
            "closest_tumour_point_mm": None if at is None else np.round(at, 2).tolist(),
            "target": last.target}
