@@ -108,6 +108,7 @@ class ProcedureConfig:
 @dataclass
 class ReportConfig:
     images: bool = True
+    plots: bool = True               # matplotlib plots in report.html (risk issue: off for large batches)
     image_size: list = field(default_factory=lambda: [900, 700])
     strain_threshold: float = 0.2     # peak-strain flag (Green-Lagrange, max principal)
     remnant_min_percent: float = 30.0  # functional liver remnant below this is flagged

@@ -173,7 +173,7 @@ def render_report(run: str | Path, cfg: ReportConfig | None = None) -> Path:
     if cfg.images:
         report.images = render_images(run, cfg, report)
         report.save(run / "report.json")
-    return write_text(run / "report.html", to_html(report, run))
+    return write_text(run / "report.html", to_html(report, run, plots=cfg.plots))
 
 
 def _img_tag(run: Path, rel: str, alt: str) -> str:
@@ -220,7 +220,7 @@ def _num(v, fmt="{:.2f}") -> str:
     return "–" if v is None else fmt.format(v) if isinstance(v, float) else str(v)
 
 
-def _sections(report: RiskReport, run: Path) -> str:
+def _sections(report: RiskReport, run: Path, *, plots: bool = True) -> str:
     """Summary table, oncological, functional, structures and mechanical sections (schema 2)."""
     from .report_plots import distances_plot, distribution_plot, steps_plot
 
@@ -250,8 +250,9 @@ def _sections(report: RiskReport, run: Path) -> str:
     srcs = "".join(f"<li class=src>{esc(v)}</li>" for v in f.get("sources", {}).values())
     out.append("<h2>Functional</h2><table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in frows)
                + f"</table><ul>{srcs}</ul>")
-    img = steps_plot(report)
-    out.append(f'<figure><img alt="remnant and margin along the procedure" src="data:image/png;base64,{img}">'
+    img = steps_plot(report) if plots else ""
+    if img:
+        out.append(f'<figure><img alt="remnant and margin along the procedure" src="data:image/png;base64,{img}">'
                "<figcaption>Remnant and margin along the procedure steps</figcaption></figure>")
     warn = next((r["threshold"] for r in report.summary if r["category"] == "structures"), 5.0) or 5.0
     drows, seen = [], set()
@@ -264,7 +265,7 @@ def _sections(report: RiskReport, run: Path) -> str:
                      f"<td style='color:{colour}'><b>{d['distance_mm']:.1f}</b></td>"
                      f"<td>{esc(', '.join(f'{c:.0f}' for c in d['at_mm']))}</td>"
                      f"<td>{esc(', '.join(f'{c:.0f}' for c in d['structure_mm']))}</td></tr>")
-    img = distances_plot(report, warn)
+    img = distances_plot(report, warn) if plots else ""
     out.append("<h2>Critical structures</h2><p>Minimum distance from the resection surface and each tool path to every "
                "named structure of the label map (0 = crossed), with where it occurs (LPS mm).</p>"
                + (f'<figure><img alt="closest approaches" src="data:image/png;base64,{img}"></figure>' if img else "")
@@ -276,7 +277,7 @@ def _sections(report: RiskReport, run: Path) -> str:
         f"<td>{_num(e.get('strain_threshold_green'), '{:.3f}')}</td><td>{_num(e.get('over_threshold_ml'), '{:.2f}')}</td>"
         f"<td class=src>{esc(e.get('source', 'no threshold in the tissue library'))}</td></tr>"
         for k, e in mech.get("regions", {}).items())
-    img = distribution_plot(run, report)
+    img = distribution_plot(run, report) if plots else ""
     where = mech.get("over_threshold_centroid_mm")
     out.append(f"<h2>Mechanical</h2><p>Tissue over its damage threshold: <b>{mech['over_threshold_ml']:.2f} mL</b>"
                f"{' around (' + ', '.join(f'{c:.0f}' for c in where) + ') mm' if where else ''}; peak von Mises stress "
@@ -287,7 +288,7 @@ def _sections(report: RiskReport, run: Path) -> str:
     return "\n".join(out)
 
 
-def to_html(report: RiskReport, run: Path) -> str:
+def to_html(report: RiskReport, run: Path, *, plots: bool = True) -> str:
     m = report.metrics
     rows = [
         ("Organ volume (mesh)", f"{m['organ_volume_ml']:.1f} mL"),
@@ -327,7 +328,7 @@ th{{background:#f4f4f4}}figure{{display:inline-block;margin:6px}}img{{max-width:
 <p>Case <b>{esc(report.case)}</b> (report schema {esc(report.schema_version)}). Model: {report.model.get('tets', 0)} tetrahedra, {report.model.get('nodes', 0)} nodes,
 {report.model.get('fixed_nodes', 0)} fixed, stable Neo-Hookean, gravity {report.model.get('gravity_m_s2')} m/s² (LPS).</p>
 <h2>Flags</h2><ul class="flags">{flags}</ul>
-{_sections(report, run)}
+{_sections(report, run, plots=plots)}
 <h2>Resection</h2><table>{metric_rows}</table>
 <h2>Vessels crossing the resection surface</h2>
 <table><tr><th>structure</th><th>diameter [mm]</th><th>area [mm²]</th><th>risk</th><th>position (LPS mm)</th></tr>{vessel_rows}</table>

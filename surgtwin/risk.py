@@ -214,17 +214,22 @@ def risk_flags(metrics: dict, vessels: list[VesselCrossing], planned_margin: flo
     return flags
 
 
-def step_metrics(mesh: TetMesh, procedure, organ: str) -> list[dict]:
-    """Remnant and achieved margin after each procedure step (the plan replayed on the rest mesh)."""
+def step_metrics(mesh: TetMesh, procedure, organ: str, final: dict | None = None) -> list[dict]:
+    """Remnant and achieved margin after each procedure step (the plan replayed on the rest mesh).
+
+    ``final``: the resection_metrics of the last step when already known (not recomputed)."""
     from .procedure import plan_resection
 
     removed = np.zeros(len(mesh.tets), bool)
     out = [{"step": 0, "label": "pre-op", "remnant_parenchyma_ml": None, "remnant_percent": 100.0,
             "margin_achieved_mm": None, "margin_planned_mm": None}]
     for i, step in enumerate(procedure.steps, 1):
-        res = plan_resection(mesh, step, removed)
-        removed = res.removed
-        m = resection_metrics(mesh, res, organ)
+        if i == len(procedure.steps) and final is not None:
+            m = final
+        else:
+            res = plan_resection(mesh, step, removed)
+            removed = res.removed
+            m = resection_metrics(mesh, res, organ)
         out.append({"step": i, "label": f"{step.action} {step.target} ({step.mode}, {step.margin_mm:g} mm)",
                     "remnant_parenchyma_ml": m["remnant_parenchyma_ml"], "remnant_percent": m["remnant_percent"],
                     "margin_achieved_mm": m["margin_achieved_mm"], "margin_planned_mm": float(step.margin_mm)})
@@ -322,7 +327,7 @@ def assess(mesh: TetMesh, labels, cfg, reh, *, case_name: str, files: dict | Non
                         model=reh.model_summary, files=dict(files or {}), summary=summary, oncological=onc,
                         functional=func, mechanical=mech, distances=distances,
                         tool_paths=[{"name": p.name, "points_mm": p.points_mm.round(2).tolist()} for p in paths],
-                        steps=step_metrics(mesh, reh.procedure, organ))
+                        steps=step_metrics(mesh, reh.procedure, organ, final=metrics))
     fields = {"von_mises_kpa": vm_post / 1e3, "max_principal_strain": strain_post, "over_threshold": over,
               "preop_von_mises_kpa": vm_pre / 1e3}
     return report, fields

@@ -144,7 +144,7 @@ def tumour_margin_share(points_mm: np.ndarray, target_faces: np.ndarray, cut_fac
         return 0.0, float("inf"), None
     samples, _, area = sample_triangles(points_mm, target_faces, spacing_mm)
     cut = pv.PolyData(cp, np.hstack([np.full((len(cut_faces), 1), 3), cut_faces]).ravel())
-    _, closest = cut.find_closest_cell(samples, return_closest_point=True)
-    d = np.linalg.norm(np.atleast_2d(closest) - samples, axis=1)
+    # unsigned distance to the closest point of the surface, evaluated inside VTK for all samples at once
+    d = np.abs(np.asarray(pv.PolyData(samples).compute_implicit_distance(cut)["implicit_distance"], float))
     i = int(np.argmin(d))
     return float(area[d < planned_mm].sum() / area.sum()), float(d[i]), samples[i]
