@@ -261,7 +261,7 @@ def assess(mesh: TetMesh, labels, cfg, reh, *, case_name: str, files: dict | Non
     from .risk_func import functional_metrics
     from .risk_geom import ToolPath, closest_approaches, structure_surfaces, surface_samples, tumour_margin_share
     from .risk_mech import mechanical_risk
-    from .risk_summary import summary_table
+    from .risk_summary import MARGIN_TOLERANCE_MM, summary_table
 
     rc = cfg.risk
     organ = cfg.mesh.organ
@@ -290,7 +290,8 @@ def assess(mesh: TetMesh, labels, cfg, reh, *, case_name: str, files: dict | Non
     metrics["peak_von_mises_kpa"] = mech["peak_von_mises_kpa"]
 
     # oncological: margin and the share of the tumour surface under the planned margin
-    share, dmin, at = tumour_margin_share(mesh.points, res.target_faces, res.cut_faces, planned)
+    share, dmin, at = tumour_margin_share(mesh.points, res.target_faces, res.cut_faces, planned,
+                                          tolerance_mm=MARGIN_TOLERANCE_MM)
     # the tighter of the two sampled measures: cut samples -> tumour surface, tumour samples -> cut surface
     onc = {"margin_planned_mm": planned, "margin_achieved_mm": min(metrics["margin_achieved_mm"], dmin),
            "r1_margin_mm": float(rc.r1_margin_mm), "tumour_surface_under_margin_share": share,

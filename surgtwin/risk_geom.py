@@ -99,25 +99,34 @@ def closest_approaches(source: str, samples_mm: np.ndarray, labelmap, surfaces: 
     """Minimum distance from a sampled source (resection surface, tool path) to each structure.
 
     Returns one dict per structure, closest first: source, structure, category, distance_mm, the
-    point on the source (``at_mm``) and on the structure (``structure_mm``) where it occurs."""
+    point on the source (``at_mm``) and on the structure (``structure_mm``) where it occurs, the
+    deepest penetration into the structure (``penetration_mm``, 0 when outside) and ``crossed``: the
+    source goes deeper than half a voxel into it (a shallower contact is within the label map's
+    resolution)."""
     from .mesh import sample_labels
 
     if len(samples_mm) == 0:
         return []
     inside = sample_labels(labelmap, samples_mm)
+    half_voxel = 0.5 * float(min(labelmap.image.GetSpacing()))
     out = []
     for name, (lid, faces) in surfaces.items():
         hit = np.flatnonzero(inside == lid)
+        tree = cKDTree(faces)
+        depth = 0.0
         if len(hit):
-            i = int(hit[0])
+            depths = tree.query(samples_mm[hit])[0]
+            i = int(hit[np.argmax(depths)])
+            depth = float(depths.max())
             d, at, on = 0.0, samples_mm[i], samples_mm[i]
         else:
-            dist, j = cKDTree(faces).query(samples_mm)
+            dist, j = tree.query(samples_mm)
             i = int(np.argmin(dist))
             d, at, on = float(dist[i]), samples_mm[i], faces[j[i]]
         out.append({"source": source, "structure": name, "category": _category(labelmap.table, lid),
                     "distance_mm": round(d, 3), "at_mm": np.round(at, 2).tolist(),
-                    "structure_mm": np.round(on, 2).tolist()})
+                    "structure_mm": np.round(on, 2).tolist(), "penetration_mm": round(depth, 3),
+                    "crossed": bool(depth > half_voxel)})
     return sorted(out, key=lambda r: r["distance_mm"])
 
 
@@ -130,12 +139,14 @@ def surface_samples(points_mm: np.ndarray, faces: np.ndarray, spacing_mm: float)
 
 
 def tumour_margin_share(points_mm: np.ndarray, target_faces: np.ndarray, cut_faces: np.ndarray,
-                        planned_mm: float, spacing_mm: float = 1.0, cut_points_mm: np.ndarray | None = None):
+                        planned_mm: float, spacing_mm: float = 1.0, cut_points_mm: np.ndarray | None = None,
+                        tolerance_mm: float = 0.0):
     """Share of the tumour surface closer to the resection surface than the planned margin.
 
     The tumour surface (triangles ``target_faces`` on ``points_mm``) is tiled into sub-triangles of
     edge <= ``spacing_mm``; each one's centroid gets its exact distance to the resection surface
-    (``cut_faces`` on ``cut_points_mm``, default the same points). Returns (area share in [0, 1],
+    (``cut_faces`` on ``cut_points_mm``, default the same points); a sample counts when it is closer
+    than ``planned_mm - tolerance_mm``. Returns (area share in [0, 1],
     minimum distance [mm], point on the tumour where it occurs)."""
     import pyvista as pv
 
@@ -147,4 +158,4 @@ def tumour_margin_share(points_mm: np.ndarray, target_faces: np.ndarray, cut_fac
     # unsigned distance to the closest point of the surface, evaluated inside VTK for all samples at once
     d = np.abs(np.asarray(pv.PolyData(samples).compute_implicit_distance(cut)["implicit_distance"], float))
     i = int(np.argmin(d))
-    return float(area[d < planned_mm].sum() / area.sum()), float(d[i]), samples[i]
+    return float(area[d < planned_mm - tolerance_mm].sum() / area.sum()), float(d[i]), samples[i]

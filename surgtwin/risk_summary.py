@@ -5,6 +5,9 @@ Status is ``ok``, ``warning``, ``critical`` or ``n/a`` (not assessable with the 
 from __future__ import annotations
 
 STATUSES = ("ok", "warning", "critical", "n/a")
+#: Resolution of the margin measurement (surfaces sampled every 0.5-1 mm): a margin within this of the plan
+#: meets it.
+MARGIN_TOLERANCE_MM = 0.25
 
 
 def _row(category, risk, value, unit, threshold, status, explanation):
@@ -19,15 +22,16 @@ def summary_table(*, oncological: dict, functional: dict, vessels: list, distanc
     rows = []
     o = oncological
     m, planned, r1 = o["margin_achieved_mm"], o["margin_planned_mm"], o["r1_margin_mm"]
-    status = "critical" if m < r1 else "warning" if m < planned - 1e-6 else "ok"
+    status = "critical" if m < r1 else "warning" if m < planned - MARGIN_TOLERANCE_MM else "ok"
     rows.append(_row("oncological", "resection margin", round(m, 2), "mm", planned, status,
                      f"margin {m:.1f} mm under {r1:.0f} mm: R1 risk" if status == "critical" else
                      f"margin {m:.1f} mm is below the planned {planned:.1f} mm" if status == "warning" else
-                     f"margin {m:.1f} mm meets the planned {planned:.1f} mm"))
+                     f"margin {m:.1f} mm meets the planned {planned:.1f} mm (within {MARGIN_TOLERANCE_MM} mm)"))
     share = 100.0 * o["tumour_surface_under_margin_share"]
     rows.append(_row("oncological", "tumour surface closer than the planned margin", round(share, 2), "%", 0.0,
                      "warning" if share > 0 else "ok",
-                     f"{share:.1f} % of the tumour surface lies within {planned:.1f} mm of the cut"))
+                     f"{share:.1f} % of the tumour surface lies within {planned - MARGIN_TOLERANCE_MM:.2f} mm of the "
+                     f"cut (planned {planned:.1f} mm less the {MARGIN_TOLERANCE_MM} mm measurement resolution)"))
 
     f = functional
     if organ == "liver":
@@ -65,10 +69,12 @@ def summary_table(*, oncological: dict, functional: dict, vessels: list, distanc
             by_source[d["source"]] = d
     for source, d in by_source.items():
         v = d["distance_mm"]
-        status = "critical" if v <= 0.0 else "warning" if v < structure_warning_mm else "ok"
+        crossed = d.get("crossed", v <= 0.0)
+        status = "critical" if crossed else "warning" if v < structure_warning_mm else "ok"
+        note = (f": crossed, {d.get('penetration_mm', 0.0):.1f} mm deep" if crossed else
+                ": touched, within half a voxel of the label map" if v <= 0.0 else "")
         rows.append(_row("structures", f"closest structure to the {source}", round(v, 2), "mm", structure_warning_mm,
-                         status, f"{d['structure']} at {v:.1f} mm (at {_fmt(d['at_mm'])})"
-                         + (": crossed" if v <= 0 else "")))
+                         status, f"{d['structure']} at {v:.1f} mm (at {_fmt(d['at_mm'])}){note}"))
 
     mech = mechanical
     vol, pct = mech["over_threshold_ml"], mech["over_threshold_percent"]
