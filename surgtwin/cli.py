@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
         inputs=[("run", "run folder from 'surgtwin run' or 'surgtwin simulate'")], out=False)
     sp = add("view", "open a 3D window on a run folder with the deformation or risk overlay "
              "(or write a screenshot off-screen)", inputs=[("run", "run folder")], out=False, overrides=False)
-    sp.add_argument("--overlay", choices=["shift_mm", "risk", "max_principal_strain"], default="shift_mm")
+    sp.add_argument("--overlay", choices=["shift_mm", "risk", "max_principal_strain", "von_mises_kpa", "anatomy"],
+                    default="shift_mm")
     sp.add_argument("--screenshot", type=Path, help="render off-screen to this PNG instead of opening a window")
     sp = add("verify", "verification suite: simulator results against closed forms (table + verify.json)")
     sp.add_argument("--device", default="cpu")

@@ -101,14 +101,14 @@ def closest_approaches(source: str, samples_mm: np.ndarray, labelmap, surfaces: 
     Returns one dict per structure, closest first: source, structure, category, distance_mm, the
     point on the source (``at_mm``) and on the structure (``structure_mm``) where it occurs, the
     deepest penetration into the structure (``penetration_mm``, 0 when outside) and ``crossed``: the
-    source goes deeper than half a voxel into it (a shallower contact is within the label map's
-    resolution)."""
+    source goes deeper than one voxel into it (a shallower contact is within the resolution of the
+    label map and of the boundary-fitted mesh, whose surface is within about a voxel of the labels)."""
     from .mesh import sample_labels
 
     if len(samples_mm) == 0:
         return []
     inside = sample_labels(labelmap, samples_mm)
-    half_voxel = 0.5 * float(min(labelmap.image.GetSpacing()))
+    voxel = float(max(labelmap.image.GetSpacing()))
     out = []
     for name, (lid, faces) in surfaces.items():
         hit = np.flatnonzero(inside == lid)
@@ -126,7 +126,7 @@ def closest_approaches(source: str, samples_mm: np.ndarray, labelmap, surfaces: 
         out.append({"source": source, "structure": name, "category": _category(labelmap.table, lid),
                     "distance_mm": round(d, 3), "at_mm": np.round(at, 2).tolist(),
                     "structure_mm": np.round(on, 2).tolist(), "penetration_mm": round(depth, 3),
-                    "crossed": bool(depth > half_voxel)})
+                    "crossed": bool(depth > voxel)})
     return sorted(out, key=lambda r: r["distance_mm"])
 
 

@@ -72,7 +72,7 @@ def summary_table(*, oncological: dict, functional: dict, vessels: list, distanc
         crossed = d.get("crossed", v <= 0.0)
         status = "critical" if crossed else "warning" if v < structure_warning_mm else "ok"
         note = (f": crossed, {d.get('penetration_mm', 0.0):.1f} mm deep" if crossed else
-                ": touched, within half a voxel of the label map" if v <= 0.0 else "")
+                ": touched, within a voxel of the label map" if v <= 0.0 else "")
         rows.append(_row("structures", f"closest structure to the {source}", round(v, 2), "mm", structure_warning_mm,
                          status, f"{d['structure']} at {v:.1f} mm (at {_fmt(d['at_mm'])}){note}"))
 

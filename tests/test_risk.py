@@ -197,7 +197,7 @@ def test_tissue_library_thresholds_have_sources():
     assert set(thr) <= set(tissue_library())   # every threshold belongs to a tissue of the library
 
 
-def test_contact_within_half_a_voxel_is_not_a_crossing():
+def test_contact_within_a_voxel_is_not_a_crossing():
     labels = _label_map()
     surfaces = structure_surfaces(labels)
     # grazes the tumour: 0.3 mm inside its top face (z = 28.5)
