@@ -110,8 +110,11 @@ def _add_closest_approaches(plotter, report: RiskReport, per_source: int = 3):
         plotter.add_mesh(pv.lines_from_points(np.asarray(tp["points_mm"], float)).tube(radius=1.5),
                          color="#222222", label=f"tool path {tp['name']}")
     shown, pts, texts = {}, [], []
+    inside = {report.organ, report.target} | {v["structure"] for v in report.vessels}  # shown as crossings
     for d in report.distances:
-        if d["structure"] in (report.organ,) or shown.get(d["source"], 0) >= per_source:
+        if d["structure"] in inside or shown.get(d["source"], 0) >= per_source:
+            continue
+        if d["source"] != "resection surface" and d["category"] == "muscle":  # the abdominal wall
             continue
         shown[d["source"]] = shown.get(d["source"], 0) + 1
         a, b = np.asarray(d["at_mm"], float), np.asarray(d["structure_mm"], float)

@@ -65,6 +65,8 @@ def summary_table(*, oncological: dict, functional: dict, vessels: list, distanc
     for d in distances:
         if d["structure"] in organ_structures:  # inside the organ: covered by margin and vessel rows
             continue
+        if d["source"] != "resection surface" and d["category"] == "muscle":
+            continue  # a percutaneous tool path goes through the abdominal wall by design
         if d["source"] not in by_source or d["distance_mm"] < by_source[d["source"]]["distance_mm"]:
             by_source[d["source"]] = d
     for source, d in by_source.items():
