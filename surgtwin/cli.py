@@ -394,6 +394,12 @@ def main(argv=None) -> int:
             from .procedure import Procedure
 
             Procedure.from_config(cfg.procedure)
+            from .risk_func import flr_minimum
+            from .risk_geom import ToolPath
+
+            flr_minimum(cfg.risk.liver_condition)
+            for i, path in enumerate(cfg.risk.tool_paths):
+                ToolPath.from_config(path, i)
         COMMANDS[args.command](args, cfg)
     except SurgtwinError as exc:
         print(f"surgtwin {args.command}: error: {exc}", file=sys.stderr)

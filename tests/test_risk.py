@@ -209,3 +209,17 @@ def test_contact_within_a_voxel_is_not_a_crossing():
     assert row["crossed"] and 7.0 < row["penetration_mm"] <= 8.5   # the centre, r = 8 staircase sphere
     rows = {r["risk"]: r for r in _summary(distances=[dict(row, structure="aorta", source="deep")])}
     assert rows["closest structure to the deep"]["status"] == "critical"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("risk.liver_condition=fatty", "liver_condition 'fatty' must be one of normal, chemotherapy, cirrhosis"),
+    ("risk.tool_paths=[{name:n,points_mm:[[0,0,0]]}]", "at least two"),
+])
+def test_cli_refuses_a_bad_risk_setting_before_any_stage(tmp_path, capsys, override, message):
+    from surgtwin.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "-o", str(out), override]) != 0
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
