@@ -122,9 +122,12 @@ def run_batch(cases_dir: str | Path, out: str | Path, overrides=(), *, jobs: int
                           env={**os.environ, "HYDRA_FULL_ERROR": "1"})
     (out / "batch.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0 and not any((out / "runs").glob(f"*/{RESULT}")):
-        last = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
-        raise ConfigError(f"batch did not start: {last[-1] if last else 'hydra exited ' + str(proc.returncode)} "
-                          f"(see {out / 'batch.log'})")
+        lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.split(":")[0].endswith(("Error", "Exception"))]
+        reason = errors[-1] if errors else lines[-1] if lines else f"hydra exited {proc.returncode}"
+        if launcher == "slurm" and "submitit" in reason:
+            reason += " (install the launcher: pip install 'surgtwin[cluster]')"
+        raise ConfigError(f"batch did not start: {reason} (see {out / 'batch.log'})")
     log.info("batch: multirun finished in %.1f s", time.perf_counter() - t)
     return write_summary(out)
 

@@ -89,3 +89,17 @@ def test_batch_bad_override_fails_before_any_job(cases, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "margin_mmm" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "b" / "runs").exists()
+
+
+def test_slurm_launcher_config_is_found_and_needs_its_plugin(cases, tmp_path, capsys):
+    """configs/hydra/launcher/slurm.yaml is what Hydra loads for --launcher slurm; without the submitit
+    plugin installed (not a default dependency) the batch stops with a one-line how-to."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    import importlib.util
+
+    if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None:
+        pytest.skip("submitit launcher installed: this checks the message without it")
+    rc = main(["batch", str(cases), "-o", str(tmp_path / "s"), "--launcher", "slurm", "procedure.steps.0.margin_mm=5"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and len(err.splitlines()) == 1
+    assert "hydra/launcher/slurm" in err and "surgtwin[cluster]" in err
