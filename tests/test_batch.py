@@ -39,6 +39,14 @@ def test_discover_cases(cases, tmp_path):
     (tmp_path / "ph" ).mkdir()
     (tmp_path / "ph" / "case.yaml").write_text("case:\n  phantom:\n    seed: 4\n")
     assert discover_cases(tmp_path)["ph"] == {"image": None, "labels": None, "config": {"case": {"phantom": {"seed": 4}}}}
+    (tmp_path / "series" / "dicom").mkdir(parents=True)         # a DICOM series in dicom/
+    (tmp_path / "loose").mkdir()                                 # DICOM files in the case folder itself
+    (tmp_path / "loose" / "IM0001.dcm").write_bytes(b"")
+    (tmp_path / "loose" / "seg_labels.nii.gz").write_bytes(b"")
+    found = discover_cases(tmp_path)
+    assert found["series"]["image"] == str((tmp_path / "series" / "dicom").resolve())
+    assert found["loose"]["image"] == str((tmp_path / "loose").resolve())
+    assert found["loose"]["labels"].endswith("seg_labels.nii.gz")
     with pytest.raises(InputError, match="no case folders"):
         discover_cases(cases / "notes")
 
