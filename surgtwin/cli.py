@@ -79,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
         inputs=[("run", "run folder from 'surgtwin run' or 'surgtwin simulate'")], out=False)
     sp = add("view", "open a 3D window on a run folder with the deformation or risk overlay "
              "(or write a screenshot off-screen)", inputs=[("run", "run folder")], out=False, overrides=False)
-    sp.add_argument("--overlay", choices=["shift_mm", "risk", "max_principal_strain"], default="shift_mm")
+    sp.add_argument("--overlay", choices=["shift_mm", "risk", "max_principal_strain", "von_mises_kpa", "anatomy"],
+                    default="shift_mm")
     sp.add_argument("--screenshot", type=Path, help="render off-screen to this PNG instead of opening a window")
     sp = add("verify", "verification suite: simulator results against closed forms (table + verify.json)")
     sp.add_argument("--device", default="cpu")
@@ -91,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="keep sex, age, size and weight (tissue-property priors)")
     sp.add_argument("--allow-burned-in", action="store_true",
                     help="accept images flagged BurnedInAnnotation=YES (check the pixels yourself)")
+    sp = add("batch", "cases x plan variants as a Hydra multirun (joblib locally, submitit on SLURM); "
+             "summary.csv + summary.html across runs", inputs=[("cases", "folder with one sub-folder per case "
+                                                                 "(scan + optional label map / case.yaml)")])
+    sp.add_argument("--jobs", type=int, default=2, help="parallel jobs with the local (joblib) launcher")
+    sp.add_argument("--launcher", default="local", help="configs/hydra/launcher: local (joblib) or slurm (submitit)")
     sp = add("bench", "solver speed table (printed) and JSON: force/tangent kernels and a full static solve")
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--sizes", default="8,16", help="cube grid resolutions n (6 n^3 tets each)")
@@ -317,6 +323,21 @@ def cmd_verify(args, cfg):
         raise SolverError(f"verification failed: {', '.join(sorted(set(failed)))}")
 
 
+def cmd_batch(args, cfg):
+    from .batch import run_batch
+
+    out = (args.out or _default_out("batch")).resolve()
+    path = run_batch(args.cases, out, args.overrides, jobs=args.jobs, launcher=args.launcher)
+    import csv
+
+    rows = list(csv.DictReader(path.open()))
+    failed = [r for r in rows if r["status"] != "ok"]
+    print(f"batch: {len(rows)} run(s), {len(rows) - len(failed)} ok, {len(failed)} failed")
+    for r in failed:
+        print(f"  failed: {r['case']} [{r['variant']}]: {r['error']}")
+    print(f"summary: {path}\n         {path.with_suffix('.html')}")
+
+
 def cmd_bench(args, cfg):
     from .bench import run_bench
 
@@ -332,7 +353,7 @@ def cmd_bench(args, cfg):
 
 COMMANDS = {"run": cmd_run, "phantom": cmd_phantom, "segment": cmd_segment, "mesh": cmd_mesh,
             "simulate": cmd_simulate, "report": cmd_report, "view": cmd_view, "bench": cmd_bench,
-            "deid": cmd_deid, "verify": cmd_verify}
+            "deid": cmd_deid, "verify": cmd_verify, "batch": cmd_batch}
 
 
 def _init_warp(verbose: bool):
@@ -401,7 +422,8 @@ def main(argv=None) -> int:
     try:
         from .compose import compose_run_config
 
-        cfg, _ = compose_run_config(list(getattr(args, "overrides", [])))
+        # batch overrides are sweeps (a=1,2,3): Hydra's multirun composes them, job by job
+        cfg, _ = compose_run_config([] if args.command == "batch" else list(getattr(args, "overrides", [])))
         if args.command == "run":  # paths bypass the override grammar (any character is fine)
             for field_, value in (("image", args.image), ("labels", args.labels), ("series", args.series)):
                 if value is not None:
@@ -412,6 +434,12 @@ def main(argv=None) -> int:
             from .procedure import Procedure
 
             Procedure.from_config(cfg.procedure)
+            from .risk_func import flr_minimum
+            from .risk_geom import ToolPath
+
+            flr_minimum(cfg.risk.liver_condition)
+            for i, path in enumerate(cfg.risk.tool_paths):
+                ToolPath.from_config(path, i)
         COMMANDS[args.command](args, cfg)
     except SurgtwinError as exc:
         print(f"surgtwin {args.command}: error: {exc}", file=sys.stderr)

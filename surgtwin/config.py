@@ -114,9 +114,23 @@ class ProcedureConfig:
 @dataclass
 class ReportConfig:
     images: bool = True
+    plots: bool = True               # matplotlib plots in report.html (risk issue: off for large batches)
     image_size: list = field(default_factory=lambda: [900, 700])
     strain_threshold: float = 0.2     # peak-strain flag (Green-Lagrange, max principal)
     remnant_min_percent: float = 30.0  # functional liver remnant below this is flagged
+
+
+@dataclass
+class RiskConfig:
+    """Plan settings of the risk assessment (surgtwin/risk.py). No identifiers: height/weight only."""
+
+    liver_condition: str = "normal"  # normal | chemotherapy | cirrhosis: minimum FLR 20 / 30 / 40 %
+    height_cm: Optional[float] = None  # with weight_kg: BSA (Mosteller) -> standardized liver volume
+    weight_kg: Optional[float] = None
+    r1_margin_mm: float = 1.0        # margin under this: R1 risk (critical)
+    structure_warning_mm: float = 5.0  # cut or tool path closer than this to a structure: warning
+    # tool trajectories to check: [{name: needle, points_mm: [[x, y, z], [x, y, z], ...]}] (LPS mm)
+    tool_paths: list = field(default_factory=list)
 
 
 @dataclass
@@ -129,4 +143,5 @@ class RunConfig:
     solver: SolverConfig = field(default_factory=SolverConfig)
     procedure: ProcedureConfig = field(default_factory=ProcedureConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
     out: Optional[str] = None        # run folder; None = runs/<command>-<timestamp>

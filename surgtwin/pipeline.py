@@ -209,27 +209,14 @@ def mesh_quality(mesh: TetMesh, labels: LabelMap | None, surfaces: dict | None =
 def simulate_case(mesh: TetMesh, labels: LabelMap | None, cfg: RunConfig, run: Path, *, case_name: str,
                   progress=None):
     """Rehearse the procedure; states go to ``run/sim``, the RiskReport to ``run/report.json``."""
-    from dataclasses import asdict
 
-    from .risk import RiskReport, deformation_metrics, resection_metrics, risk_flags, vessel_crossings
+    from .risk import assess, save_risk_fields
     from .simulate import rehearse
 
     reh = rehearse(mesh, labels, cfg, progress=progress)
     files = reh.save(run / "sim")
-    res, last = reh.resection, reh.procedure.steps[-1]
-    metrics = resection_metrics(mesh, res, cfg.mesh.organ)
-    metrics["margin_planned_mm"] = float(last.margin_mm)
-    metrics.update(deformation_metrics(mesh.points, reh.preop_mm, reh.postop_mm, reh.remnant_nodes,
-                                       reh.postop_strain, reh.postop_jacobian, ~res.removed,
-                                       cfg.report.strain_threshold))
-    vessels = vessel_crossings(mesh, res, labels)
-    flags = risk_flags(metrics, vessels, float(last.margin_mm), remnant_min_percent=cfg.report.remnant_min_percent,
-                       strain_threshold=cfg.report.strain_threshold)
-    report = RiskReport(case=case_name, organ=cfg.mesh.organ, target=last.target, metrics=metrics,
-                        vessels=[asdict(v) for v in vessels], flags=flags,
-                        solver={"device": cfg.solver.device, "preop": reh.preop_report.to_dict(),
-                                "postop": reh.postop_report.to_dict(), "timings_s": reh.timings_s},
-                        model=reh.model_summary, files=files)
+    report, fields = assess(mesh, labels, cfg, reh, case_name=case_name, files=files)
+    report.files["risk"] = save_risk_fields(mesh, reh, fields, run / "sim" / "risk.vtu").name
     report.save(run / "report.json")
     return report, reh
 

@@ -1,6 +1,10 @@
 """RiskReport: the numbers a surgeon signs off on, computed from mesh, resection and solved states.
 
-All lengths in mm, volumes in mL, strain is max principal Green-Lagrange (dimensionless).
+``assess(mesh, labels, cfg, rehearsal)`` gathers every risk: mechanical (``risk_mech``), critical
+structures (``risk_geom``), oncological (margin, tumour surface under the planned margin), functional
+(``risk_func``) and one summary table (``risk_summary``). ``report.json`` follows the versioned JSON
+Schema ``assets/report.schema.json`` (``schema_version``).
+All lengths in mm, volumes in mL, stress in kPa, strain is max principal Green-Lagrange (dimensionless).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from .fileio import write_json
 from .mesh import TetMesh, triangle_areas
 from .procedure import Resection, margin_samples, sample_triangles
 
+SCHEMA_VERSION = "2.0"
 VESSEL_HIGH_MM = 5.0      # transected vessel diameter needing ligation / reconstruction
 VESSEL_MODERATE_MM = 3.0
 
@@ -42,6 +47,14 @@ class RiskReport:
     model: dict = field(default_factory=dict)
     images: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
+    schema_version: str = SCHEMA_VERSION
+    summary: list = field(default_factory=list)      # one row per risk (risk_summary.summary_table)
+    oncological: dict = field(default_factory=dict)
+    functional: dict = field(default_factory=dict)
+    mechanical: dict = field(default_factory=dict)
+    distances: list = field(default_factory=list)    # closest approach per (source, structure)
+    tool_paths: list = field(default_factory=list)   # [{name, points_mm}] checked against the anatomy
+    steps: list = field(default_factory=list)        # per procedure step: remnant and margin
 
     def save(self, path: str | Path) -> Path:
         return write_json(path, asdict(self))
@@ -199,3 +212,138 @@ def risk_flags(metrics: dict, vessels: list[VesselCrossing], planned_margin: flo
     if metrics["inverted_elements"]:
         flags.append(f"{metrics['inverted_elements']} inverted elements after re-equilibration")
     return flags
+
+
+def step_metrics(mesh: TetMesh, procedure, organ: str, final: dict | None = None) -> list[dict]:
+    """Remnant and achieved margin after each procedure step (the plan replayed on the rest mesh).
+
+    ``final``: the resection_metrics of the last step when already known (not recomputed)."""
+    from .procedure import plan_resection
+
+    removed = np.zeros(len(mesh.tets), bool)
+    out = [{"step": 0, "label": "pre-op", "remnant_parenchyma_ml": None, "remnant_percent": 100.0,
+            "margin_achieved_mm": None, "margin_planned_mm": None}]
+    for i, step in enumerate(procedure.steps, 1):
+        if i == len(procedure.steps) and final is not None:
+            m = final
+        else:
+            res = plan_resection(mesh, step, removed)
+            removed = res.removed
+            m = resection_metrics(mesh, res, organ)
+        out.append({"step": i, "label": f"{step.action} {step.target} ({step.mode}, {step.margin_mm:g} mm)",
+                    "remnant_parenchyma_ml": m["remnant_parenchyma_ml"], "remnant_percent": m["remnant_percent"],
+                    "margin_achieved_mm": m["margin_achieved_mm"], "margin_planned_mm": float(step.margin_mm)})
+    out[0]["remnant_parenchyma_ml"] = float(np.abs(mesh.tet_volumes_mm3())[mesh.labels == mesh.table.id_of(organ)].sum()
+                                            / 1000.0)
+    return out
+
+
+def element_diagnostics(spec, positions_mm: np.ndarray, device: str):
+    """Von Mises stress [Pa] and max principal Green strain per element of ``spec`` at ``positions_mm``."""
+    from .biomech import MM
+    from .sim.diagnostics import element_stress
+
+    model = spec.finalize(device)
+    return element_stress(model, model.state(positions_mm * MM))
+
+
+def assess(mesh: TetMesh, labels, cfg, reh, *, case_name: str, files: dict | None = None,
+           tool_paths=None) -> tuple["RiskReport", dict]:
+    """Every risk of a rehearsal (``simulate.Rehearsal``) as a RiskReport, plus per-element fields
+    (``von_mises_kpa``, ``max_principal_strain``, ``over_threshold`` for the remnant; pre-op ones too).
+
+    ``labels`` (LabelMap, optional) gives the named structures for the closest-approach distances;
+    ``tool_paths`` (list of ``risk_geom.ToolPath`` or config dicts; default ``cfg.risk.tool_paths``)
+    are checked against them too.
+    """
+    from dataclasses import asdict
+
+    from .risk_func import functional_metrics
+    from .risk_geom import ToolPath, closest_approaches, structure_surfaces, surface_samples, tumour_margin_share
+    from .risk_mech import mechanical_risk
+    from .risk_summary import MARGIN_TOLERANCE_MM, summary_table
+
+    rc = cfg.risk
+    organ = cfg.mesh.organ
+    res, last = reh.resection, reh.procedure.steps[-1]
+    planned = float(last.margin_mm)
+    metrics = resection_metrics(mesh, res, organ)
+    metrics["margin_planned_mm"] = planned
+    metrics.update(deformation_metrics(mesh.points, reh.preop_mm, reh.postop_mm, reh.remnant_nodes,
+                                       reh.postop_strain, reh.postop_jacobian, ~res.removed,
+                                       cfg.report.strain_threshold))
+    vessels = vessel_crossings(mesh, res, labels)
+
+    # mechanical: stress and strain per element, pre-op (whole organ) and post-op (remnant)
+    alive = ~res.removed
+    vm_post, strain_post = element_diagnostics(reh.spec, reh.postop_mm, cfg.solver.device)
+    vm_pre, strain_pre = element_diagnostics(reh.spec.with_alive(np.ones(len(alive), bool)), reh.preop_mm,
+                                             cfg.solver.device)
+    names = np.array([mesh.table.name_of(i) for i in mesh.labels])
+    vol_ml = np.abs(mesh.tet_volumes_mm3()) / 1000.0
+    mech = mechanical_risk(names, alive, vol_ml, reh.postop_mm[mesh.tets].mean(axis=1), vm_post, strain_post)
+    over = mech.pop("over_threshold_mask")
+    pre = mechanical_risk(names, np.ones(len(alive), bool), vol_ml, reh.preop_mm[mesh.tets].mean(axis=1),
+                          vm_pre, strain_pre)
+    pre.pop("over_threshold_mask")
+    mech["preop"] = {k: pre[k] for k in ("peak_von_mises_kpa", "von_mises_p99_kpa", "over_threshold_ml")}
+    metrics["peak_von_mises_kpa"] = mech["peak_von_mises_kpa"]
+
+    # oncological: margin and the share of the tumour surface under the planned margin
+    share, dmin, at = tumour_margin_share(mesh.points, res.target_faces, res.cut_faces, planned,
+                                          tolerance_mm=MARGIN_TOLERANCE_MM)
+    # the tighter of the two sampled measures: cut samples -> tumour surface, tumour samples -> cut surface
+    onc = {"margin_planned_mm": planned, "margin_achieved_mm": min(metrics["margin_achieved_mm"], dmin),
+           "r1_margin_mm": float(rc.r1_margin_mm), "tumour_surface_under_margin_share": share,
+           "closest_tumour_point_mm": None if at is None else np.round(at, 2).tolist(),
+           "target": last.target}
+
+    # functional
+    par_total = metrics["parenchyma_volume_ml"]
+    func = functional_metrics(organ, metrics["remnant_parenchyma_ml"], par_total, liver_condition=rc.liver_condition,
+                              height_cm=rc.height_cm, weight_kg=rc.weight_kg)
+
+    # critical structures: resection surface and tool paths against every named structure
+    paths = [p if isinstance(p, ToolPath) else ToolPath.from_config(p, i)
+             for i, p in enumerate(rc.tool_paths if tool_paths is None else tool_paths)]
+    distances = []
+    if labels is not None:
+        surfaces = structure_surfaces(labels, exclude=(organ,))
+        spacing = 0.5 * float(min(labels.image.GetSpacing()))
+        cut_samples = surface_samples(mesh.points, res.cut_faces, spacing)
+        distances += closest_approaches("resection surface", cut_samples, labels, surfaces)
+        for p in paths:
+            distances += closest_approaches(f"tool path {p.name}", p.samples(spacing), labels, surfaces)
+
+    summary = summary_table(oncological=onc, functional=func, vessels=[asdict(v) for v in vessels],
+                            distances=distances, mechanical=mech, metrics=metrics, organ=organ,
+                            remnant_min_percent=cfg.report.remnant_min_percent,
+                            structure_warning_mm=float(rc.structure_warning_mm),
+                            organ_structures=tuple(cfg.mesh.structures))
+    flags = [f"{r['risk']}: {r['explanation']}" for r in summary if r["status"] in ("warning", "critical")]
+    report = RiskReport(case=case_name, organ=organ, target=last.target, metrics=metrics,
+                        vessels=[asdict(v) for v in vessels], flags=flags,
+                        solver={"device": cfg.solver.device, "preop": reh.preop_report.to_dict(),
+                                "postop": reh.postop_report.to_dict(), "timings_s": reh.timings_s},
+                        model=reh.model_summary, files=dict(files or {}), summary=summary, oncological=onc,
+                        functional=func, mechanical=mech, distances=distances,
+                        tool_paths=[{"name": p.name, "points_mm": p.points_mm.round(2).tolist()} for p in paths],
+                        steps=step_metrics(mesh, reh.procedure, organ, final=metrics))
+    fields = {"von_mises_kpa": vm_post / 1e3, "max_principal_strain": strain_post, "over_threshold": over,
+              "preop_von_mises_kpa": vm_pre / 1e3}
+    return report, fields
+
+
+def save_risk_fields(mesh: TetMesh, reh, fields: dict, path: str | Path) -> Path:
+    """The post-op remnant (deformed, mm) with per-element risk fields as a VTU (``sim/risk.vtu``)."""
+    from .fileio import atomic_path
+
+    g = mesh.grid.copy()
+    g.points = reh.postop_mm
+    for k, v in fields.items():
+        if not k.startswith("preop"):
+            g.cell_data[k] = np.asarray(v, dtype=np.uint8 if v.dtype == bool else np.float64)
+    g = g.extract_cells(np.flatnonzero(~reh.resection.removed))
+    with atomic_path(path) as tmp:
+        g.save(tmp)
+    return Path(path)

@@ -58,7 +58,7 @@ def test_run_folder_contents(run_dir):
                 "sim/removed.vtu", "sim/cut_surface.vtp", "report.json", "report.html", "images/risk.png"):
         assert (out / rel).exists(), rel
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 8  # 5 renders + 3 plots
     assert f"{report.metrics['remnant_percent']:.1f} %" in html
     quality = json.loads((out / "mesh" / "quality.json").read_text())
     assert quality["inverted_elements"] == 0
