@@ -168,7 +168,7 @@ def _spread(values: np.ndarray, mode: float) -> float:
 
 
 def grow_organ(spacing, candidates: np.ndarray, region: np.ndarray, *, open_mm: float,
-               reach_mm: float) -> np.ndarray:
+               reach_mm: float, touching: bool = False) -> np.ndarray:
     """Organ from intensity candidates: an opening breaks thin bridges to neighbours, the largest opened
     component lying mostly in ``region`` is the core, which is dilated within the candidates by
     ``reach_mm`` (recovering edges and tips the opening took) and hole-filled slice by slice.
@@ -180,7 +180,7 @@ def grow_organ(spacing, candidates: np.ndarray, region: np.ndarray, *, open_mm: 
         return np.zeros_like(candidates)
     sizes = ndimage.sum_labels(opened, lab, index=np.arange(1, n + 1))
     inside = ndimage.sum_labels(region, lab, index=np.arange(1, n + 1))
-    score = np.where(inside > 0.5 * sizes, sizes, 0)
+    score = np.where(inside > 0 if touching else inside > 0.5 * sizes, sizes, 0)
     if score.max() == 0:
         return np.zeros_like(candidates)
     core = lab == (1 + int(np.argmax(score)))
@@ -243,7 +243,7 @@ def round_vessel(f: Frame, tissue: np.ndarray, window: np.ndarray, *, r_min: flo
 
 
 def _organ_from_region(f: Frame, sm: np.ndarray, allowed: np.ndarray, region: np.ndarray, *,
-                       open_mm: float, reach_mm: float) -> np.ndarray:
+                       open_mm: float, reach_mm: float, touching: bool = False) -> np.ndarray:
     """An organ grown by ``grow_organ`` inside ``allowed`` from an intensity model of this scan.
 
     Pass 1: the histogram mode of soft tissue in ``region`` +- 1.5 robust SD gives a conservative organ.
@@ -256,14 +256,15 @@ def _organ_from_region(f: Frame, sm: np.ndarray, allowed: np.ndarray, region: np
     if not np.isfinite(mode):
         return np.zeros(sm.shape, bool)
     first = grow_organ(f.spacing, allowed & (np.abs(sm - mode) < 1.5 * _spread(sample, mode)), region,
-                       open_mm=open_mm, reach_mm=reach_mm)
+                       open_mm=open_mm, reach_mm=reach_mm, touching=touching)
     core = erode(first, 6.0, f.spacing)
     if core.sum() < 50:
         return first
     vals = sm[core]
     sd = 1.4826 * float(np.median(np.abs(vals - np.median(vals))))
     lo, hi = np.percentile(vals, 2) - 2.0 * sd, np.percentile(vals, 98) + 2.0 * sd
-    return grow_organ(f.spacing, allowed & (sm > lo) & (sm < hi), region, open_mm=open_mm, reach_mm=reach_mm)
+    return grow_organ(f.spacing, allowed & (sm > lo) & (sm < hi), region, open_mm=open_mm, reach_mm=reach_mm,
+                      touching=touching)
 
 
 def _peaks(values: np.ndarray, lo=-50.0, hi=300.0) -> list[tuple[float, float]]:
@@ -327,6 +328,70 @@ def abdominal_organs(f: Frame) -> dict[str, np.ndarray]:
     return out
 
 
+_AUTO_CACHE: dict = {}
+
+
+def auto_organ_at(image: sitk.Image, name: str, point_mm) -> np.ndarray | None:
+    """The automatic ``name`` mask on ``image``'s grid if it contains ``point_mm`` (within 2 mm), else None.
+    The automatic segmentation runs once per image (several seeds share it)."""
+    key = (image.GetSize(), image.GetOrigin(), image.GetSpacing(), image.GetDirection(),
+           hash(sitk.GetArrayViewFromImage(image)[::5, ::7, ::7].tobytes()))
+    if key not in _AUTO_CACHE:
+        _AUTO_CACHE.clear()
+        work = _canonical(image)
+        _AUTO_CACHE[key] = (work, abdominal_organs(Frame(work)))
+    work, masks = _AUTO_CACHE[key]
+    mask = masks.get({"lung": "lungs"}.get(name, name))
+    if mask is None or not mask.any():
+        return None
+    idx = np.round(work.TransformPhysicalPointToContinuousIndex([float(v) for v in point_mm])).astype(int)[::-1]
+    r = [max(1, int(round(2.0 / s))) for s in work.GetSpacing()[::-1]]
+    box = tuple(slice(max(0, i - k), max(0, i + k + 1)) for i, k in zip(idx, r))
+    if not mask[box].any():
+        return None
+    return _to_input_grid(work, mask, image)
+
+
+def seeded_organ(image: sitk.Image, point_mm, *, radius_mm: float = 10.0, open_mm: float = 6.0) -> np.ndarray:
+    """Boolean (z, y, x) organ on ``image``'s grid grown from one click [mm, LPS] on a CT.
+
+    The organ's intensities come from ``radius_mm`` around the click (not from an anatomical region);
+    then the same two passes as the automatic organs (opening, the component at the click, the window
+    re-estimated from its core, regrowth, holes filled)."""
+    work = _canonical(image)
+    f = Frame(work)
+    try:
+        idx = np.array(work.TransformPhysicalPointToContinuousIndex([float(v) for v in point_mm]))[::-1]
+    except Exception:
+        raise InputError(f"seed {list(point_mm)} is not a physical [x, y, z] point") from None
+    grid = np.indices(f.hu.shape, sparse=True)
+    d2 = sum(((g - i) * s) ** 2 for g, i, s in zip(grid, idx, f.spacing[::-1]))
+    near = d2 <= radius_mm ** 2
+    if not near.any():
+        raise InputError(f"seed {list(point_mm)} mm lies outside the body in the image")
+    sm = ndimage.gaussian_filter(f.hu, 0.7)
+    allowed = body_mask(f) & (sm < 200.0)
+    mask = _organ_from_region(f, sm, allowed, near, open_mm=open_mm, reach_mm=open_mm, touching=True)
+    return _to_input_grid(work, mask, image)
+
+
+def _to_input_grid(work: sitk.Image, mask: np.ndarray, image: sitk.Image) -> np.ndarray:
+    """A working-grid mask on the input grid: linear interpolation of the mask over its bounding box, >= 0.5."""
+    out = np.zeros(sitk.GetArrayViewFromImage(image).shape, bool)
+    if not mask.any():
+        return out
+    lo, hi = _index_box(work, mask, image)
+    ref = sitk.Image([int(v) for v in hi - lo], sitk.sitkUInt8)
+    ref.SetSpacing(image.GetSpacing())
+    ref.SetDirection(image.GetDirection())
+    ref.SetOrigin(image.TransformIndexToPhysicalPoint([int(v) for v in lo]))
+    m = sitk.GetImageFromArray(mask.astype(np.float32))
+    m.CopyInformation(work)
+    up = sitk.GetArrayFromImage(sitk.Resample(m, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    out[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]] = up >= 0.5
+    return out
+
+
 # output order: later structures overwrite earlier ones where masks overlap
 PAINT_ORDER = ("body", "subcutaneous_fat", "lungs", "bone", "kidney_right", "kidney_left", "spleen", "liver",
                "inferior_vena_cava", "aorta")
@@ -345,16 +410,7 @@ def auto_label_array(image: sitk.Image, table: LabelTable, progress=None) -> np.
         mask = masks.get(name)
         if mask is None or not mask.any():
             continue
-        lo, hi = _index_box(work, mask, image)
-        ref = sitk.Image([int(v) for v in hi - lo], sitk.sitkUInt8)
-        ref.SetSpacing(image.GetSpacing())
-        ref.SetDirection(image.GetDirection())
-        ref.SetOrigin(image.TransformIndexToPhysicalPoint([int(v) for v in lo]))
-        m = sitk.GetImageFromArray(mask.astype(np.float32))
-        m.CopyInformation(work)
-        up = sitk.GetArrayFromImage(sitk.Resample(m, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-        box = out[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]
-        box[up >= 0.5] = table.id_of(LABEL_NAMES.get(name, name))
+        out[_to_input_grid(work, mask, image)] = table.id_of(LABEL_NAMES.get(name, name))
         if progress is not None:
             progress(name)
     return out

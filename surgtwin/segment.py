@@ -2,8 +2,10 @@
 
 ``auto``: body, fat, bone, lungs, liver, spleen, kidneys, aorta and IVC (``surgtwin.autoseg``).
 ``threshold``: body outline, subcutaneous fat and bone from Hounsfield units.
-``seeded``: one physical point per organ, grown with SimpleITK's ConfidenceConnected, cleaned by
-hole filling and a morphological opening, on top of the threshold result.
+``seeded``: one click per organ (physical or voxel coordinates) on top of the threshold result. On CT
+the automatic organ of that name is taken when it contains the click, otherwise the organ is grown
+from the click with an intensity model of its neighbourhood (``autoseg.seeded_organ``); on MR,
+SimpleITK connected-threshold growing on the normalised image.
 ``import``: an existing segmentation (TotalSegmentator file or per-structure folder, Slicer .seg.nrrd,
 any label image with a table) resampled onto the image in physical space.
 ``totalsegmentator``: an installed TotalSegmentator with its weights, offline.
@@ -50,11 +52,15 @@ def segment(volume: Volume, cfg: SegmentConfig, table: LabelTable | None = None)
     if cfg.method == "seeded":
         if not seeds:
             raise ConfigError("seeded segmentation needs seeds, e.g. --seeds liver=-60,0,40")
+        from .autoseg import auto_organ_at, seeded_organ
+
         body = out != 0
         for name, point in seeds.items():
-            mask = grow_from_seed(volume, point, radius_mm=cfg.seed_radius_mm,
-                                  multiplier=cfg.confidence_multiplier) & body
-            out[mask] = table.id_of(name)
+            _check_seed(volume, point)
+            mask = auto_organ_at(volume.image, name, point)
+            if mask is None:     # not an organ the automatic method finds there: grow from the click
+                mask = seeded_organ(volume.image, point)
+            out[mask & body] = table.id_of(name)
     return LabelMap.from_array(out, volume.image, table)
 
 
@@ -113,6 +119,16 @@ def threshold_tissues(volume: Volume, table: LabelTable) -> np.ndarray:
     out[b & (hu >= FAT_HU[0]) & (hu <= FAT_HU[1])] = table.id_of("subcutaneous_fat")
     out[b & (hu >= BONE_HU)] = table.id_of("bone")
     return out
+
+
+def _check_seed(volume: Volume, point_mm):
+    img = volume.image
+    try:
+        idx = img.TransformPhysicalPointToIndex([float(v) for v in point_mm])
+    except Exception:
+        raise ConfigError(f"seed {list(point_mm)} is not a physical [x, y, z] point") from None
+    if not all(0 <= i < s for i, s in zip(idx, img.GetSize())):
+        raise ConfigError(f"seed {list(point_mm)} mm lies outside the image")
 
 
 def grow_from_seed(volume: Volume, point_mm, *, radius_mm: float = 8.0, multiplier: float = 2.5) -> np.ndarray:
