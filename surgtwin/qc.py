@@ -33,6 +33,29 @@ def _panel(gray: np.ndarray, lab: np.ndarray, colors: dict) -> np.ndarray:
     return rgb
 
 
+def _legend(picture: np.ndarray, entries: list, path: Path):
+    """The panels with a legend (colour, structure, volume) beside them, written as PNG via matplotlib at
+    the picture's own resolution (pixels of the panels are kept as they are)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    h, w = picture.shape[:2]
+    dpi = 100
+    legend_w = 260
+    fig = plt.figure(figsize=((w + legend_w) / dpi, max(h, 40 + 18 * len(entries)) / dpi), dpi=dpi)
+    ax = fig.add_axes([0, 1 - h / (fig.get_figheight() * dpi), w / (w + legend_w), h / (fig.get_figheight() * dpi)])
+    ax.imshow(picture, interpolation="nearest")
+    ax.set_axis_off()
+    handles = [Patch(facecolor=np.array(c) / 255.0, label=f"{n}  {v:.0f} mL") for n, c, v in entries]
+    fig.legend(handles=handles, loc="upper right", fontsize=8, frameon=False, title="structure  volume")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, facecolor="white", format="png")
+    plt.close(fig)
+
+
 def qc_overlay(volume: Volume, labels: LabelMap, path: str | Path, *, spacing_mm: float | None = None,
                window=(40.0, 400.0)) -> Path:
     """Write a PNG of label outlines over three orthogonal slices through the labelled region's centre."""
@@ -42,9 +65,14 @@ def qc_overlay(volume: Volume, labels: LabelMap, path: str | Path, *, spacing_mm
     lab = _isotropic(lab_img, spacing, sitk.sitkNearestNeighbor)
     level, width = window
     gray = (np.clip((ct - (level - width / 2)) / width, 0, 1) * 255).astype(np.uint8)
-    zyx = np.argwhere(lab > 0)
+    organs = [l.id for l in labels.table.labels.values() if l.category not in ("tissue", "bone")]
+    zyx = np.argwhere(np.isin(lab, organs))
+    if len(zyx) == 0:
+        zyx = np.argwhere(lab > 0)
     cz, cy, cx = (np.median(zyx, axis=0).astype(int) if len(zyx) else np.array(lab.shape) // 2)
-    colors = {l.id: np.array(l.color, np.uint8) for l in labels.table.labels.values()}
+    present = set(labels.present_ids())
+    colors = {l.id: np.array(l.color, np.uint8) for l in labels.table.labels.values()
+              if l.id in present and l.name not in ("subcutaneous_fat", "body")}   # would hide the organs
     panels = [_panel(gray[cz], lab[cz], colors),                         # axial: rows P (down), cols L (right)
               _panel(gray[::-1, cy, :], lab[::-1, cy, :], colors),       # coronal: S up, L right
               _panel(gray[::-1, :, cx], lab[::-1, :, cx], colors)]       # sagittal: S up, P right
@@ -53,8 +81,9 @@ def qc_overlay(volume: Volume, labels: LabelMap, path: str | Path, *, spacing_mm
     picture = np.concatenate(panels, axis=1)
     zoom = max(1, int(np.ceil(360 / height)))  # small scans are enlarged (nearest neighbour) to be readable
     picture = picture.repeat(zoom, axis=0).repeat(zoom, axis=1)
-    out = sitk.GetImageFromArray(picture, isVector=True)
+    volumes = labels.volumes_ml()
+    entries = [(l.name, l.color, volumes.get(l.name, 0.0)) for lid, l in sorted(labels.table.labels.items())
+               if lid in colors]
     path = Path(path)
-    with atomic_path(path) as tmp:
-        sitk.WriteImage(out, str(tmp))
+    _legend(picture, entries, path)
     return path

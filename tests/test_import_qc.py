@@ -60,8 +60,10 @@ def test_label_map_round_trip_is_exact(phantom, tmp_path, suffix):
 def test_qc_picture_shows_label_outlines(phantom, tmp_path):
     volume, labels = phantom
     path = qc_overlay(volume, labels, tmp_path / "qc.png")
-    rgb = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    assert rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.shape[0] >= 360
+    rgb = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))[..., :3]
+    assert rgb.ndim == 3 and rgb.shape[0] >= 360
+    legend = rgb[:, -200:]                                   # legend column: swatches and names on white
+    assert (legend == 255).all(axis=2).mean() > 0.7 and (legend.sum(axis=2) < 300).sum() > 100
     liver_colour = np.array(labels.table.labels[labels.table.id_of("liver")].color)
     assert (np.abs(rgb.astype(int) - liver_colour).sum(axis=2) == 0).sum() > 500   # liver outline drawn
     grey = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
