@@ -232,14 +232,17 @@ def round_vessel(f: Frame, tissue: np.ndarray, window: np.ndarray, *, r_min: flo
     med = float(np.median(f.hu[core]))
     sigma = max(1.4826 * float(np.median(np.abs(f.hu[core] - med))), 10.0, 0.15 * abs(med))
     # the lumen: the vessel's own intensity within a slightly larger disc, connected to the centre line
-    lumen = (d2 <= (r + 2.0) ** 2) & (np.abs(f.hu - med) <= 2.5 * sigma) & tissue | core
+    # an enhanced lumen is told from its wall by intensity, so the disc may be generous; an unenhanced
+    # one is as dense as the crura and bowel around it, so the inscribed disc is kept tight
+    reach = 2.0 if med >= 120.0 else 0.0
+    lumen = (d2 <= (r + reach) ** 2) & (np.abs(f.hu - med) <= 2.5 * sigma) & tissue | core
     lumen = opening(lumen, 2.0, np.r_[f.spacing[:2], 1e9])  # in-plane
     lab, _ = ndimage.label(lumen)
     keep = np.unique(lab[core & lumen])
     lumen = _fill_slices(np.isin(lab, keep[keep > 0]))
     # partial-volume rim: one in-plane pixel more, within the disc
     rim = ndimage.binary_dilation(lumen, np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool))
-    return rim & (d2 <= (r + 2.0) ** 2) & tissue
+    return rim & (d2 <= (r + reach) ** 2) & tissue
 
 
 def _organ_from_region(f: Frame, sm: np.ndarray, allowed: np.ndarray, region: np.ndarray, *,
@@ -288,7 +291,7 @@ def kidney(f: Frame, sm: np.ndarray, allowed: np.ndarray, region: np.ndarray, li
     centre = peaks[0][0]
     half = min(_spread(sample, centre), abs(centre - liver_hu) / 2.0)
     envelope = dilate(region, 6.0, f.spacing)      # kidneys stay in their retroperitoneal box
-    return grow_organ(f.spacing, allowed & envelope & (np.abs(sm - centre) < half * 1.5), region, open_mm=5.0,
+    return grow_organ(f.spacing, allowed & envelope & (np.abs(sm - centre) < half * 1.5), region, open_mm=6.0,
                       reach_mm=4.0)
 
 
@@ -313,12 +316,12 @@ def abdominal_organs(f: Frame) -> dict[str, np.ndarray]:
     out["inferior_vena_cava"] = round_vessel(f, tissue & ~out["aorta"],
                                              (dx > -45) & (dx < -5) & (da > -45) & (da < 2), r_max=13.0)
     allowed = body & ~bone & ~out["lungs"] & ~dilate(out["aorta"], 2.0, f.spacing)
-    liver = _organ_from_region(f, sm, allowed & ~out["inferior_vena_cava"], dx < -20, open_mm=8.0,
-                               reach_mm=6.0)
+    liver = _organ_from_region(f, sm, allowed & ~out["inferior_vena_cava"], dx < -20, open_mm=10.0,
+                               reach_mm=4.0)
     out["liver"] = liver & ~out["inferior_vena_cava"]
     allowed &= ~out["liver"]
-    out["spleen"] = _organ_from_region(f, sm, allowed, (dx > 50) & (da > -70), open_mm=6.0,
-                                       reach_mm=6.0)
+    out["spleen"] = _organ_from_region(f, sm, allowed, (dx > 50) & (da > -70), open_mm=8.0,
+                                       reach_mm=4.0)
     allowed &= ~out["spleen"]
     liver_hu = float(np.median(sm[out["liver"]])) if out["liver"].any() else 50.0
     for name, side in (("kidney_right", dx < -30), ("kidney_left", dx > 30)):
