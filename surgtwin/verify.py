@@ -398,7 +398,7 @@ def skfem_comparison(*, device: str = "cpu") -> list[VerifyResult]:
 
     @skfem.LinearForm
     def weight(v, w):
-        return -RHO * g * v.value[2]
+        return -RHO * g * v[2]
 
     load = skfem.asm(weight, basis)
     clamp = basis.get_dofs(lambda x: x[0] < 1e-12).all()
