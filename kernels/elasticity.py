@@ -11,8 +11,14 @@ Units: whatever the caller uses consistently (surgtwin.sim uses SI: m, Pa, kg).
 """
 import warp as wp
 
-from .materials import (cofactor, cofactor_differential, snh_energy_density, snh_stress,  # noqa: F401
+from .materials import (cofactor, cofactor_differential, snh_energy_density, snh_stress,
                         snh_stress_differential, tet_energy_density, tet_stress, tet_stress_differential)
+
+# the material functions stay importable from here (ke.snh_stress, ke.tet_stress, ...)
+__all__ = ["TetModel", "cofactor", "cofactor_differential", "deformation_gradient", "eval_tet_cauchy_stress",
+           "eval_tet_energy", "eval_tet_forces", "eval_tet_hessian_diagonal", "eval_tet_hessian_product",
+           "eval_tet_strain", "node_gradient", "snh_energy_density", "snh_stress", "snh_stress_differential",
+           "tet_energy_density", "tet_stress", "tet_stress_differential"]
 
 
 @wp.struct

@@ -132,7 +132,6 @@ def corot_stress(f: wp.mat33d, mu: wp.float64, lam: wp.float64, vol: int):
     """P = 2 mu (F - R) + lam tr(S - I) R."""
     pd = polar_decomposition(f)
     r = pd.r
-    v = pd.v
     s = pd.sigma
     p = wp.float64(2.0) * mu * (f - r)
     if vol == 0:
