@@ -9,7 +9,7 @@ import pytest
 import pyvista as pv
 
 from surgtwin.errors import InputError
-from surgtwin.sim import StaticSolver, lame_parameters
+from surgtwin.sim import lame_parameters
 from surgtwin.simgrid import result_grid, spec_from_arrays, spec_from_grid, von_mises
 
 README = Path(__file__).resolve().parents[1] / "README.md"
