@@ -4,7 +4,8 @@ Every law is selected per element by an int ``law`` and three parameters ``p`` (
 
   LAW_STABLE_NEO_HOOKEAN = 0, p = (mu, lam_s, -), lam_s = Lame lambda + mu, alpha = 1 + mu / lam_s
       Psi = mu/2 (I_C - 3) + lam_s/2 (J - alpha)^2                      (Smith, Goes & Kim 2018)
-  LAW_COROTATIONAL = 1, p = (mu, lam, -), F = R S (polar decomposition, R a rotation, sigma_i of S)
+  LAW_COROTATIONAL = 1, p = (mu, lam, -), F = R S (polar decomposition, R a rotation, sigma_i of S; an
+      iterative polar decomposition for det F > 0, a sign-corrected SVD for inverted elements)
       Psi = mu |F - R|^2 + lam/2 (tr S - 3)^2 = mu sum (sigma_i - 1)^2 + lam/2 (sum sigma_i - 3)^2
   LAW_MOONEY_RIVLIN = 2, p = (C10, C01, K), Ibar_1 = J^-2/3 I_C, Ibar_2 = J^-4/3 II_C
       Psi = C10 (Ibar_1 - 3) + C01 (Ibar_2 - 3) + K/2 (J - 1)^2         (compressible; K >> C10 + C01 is
@@ -85,45 +86,61 @@ def snh_stress_differential(f: wp.mat33d, df: wp.mat33d, mu: wp.float64, lam: wp
 # ---------------------------------------------------------------- linear co-rotational
 @wp.struct
 class Polar:
-    """F = R S with R = U V^T a rotation and S = V diag(sigma) V^T."""
+    """F = R S, R a rotation, S symmetric. ``svd`` = 1 when it came from the sign-corrected SVD (det F <= 0),
+    then also S = V diag(sigma) V^T."""
 
     r: wp.mat33d
+    s: wp.mat33d
     v: wp.mat33d
     sigma: wp.vec3d
+    svd: int
 
 
 @wp.func
 def polar_decomposition(f: wp.mat33d):
-    """Rotation-variant SVD F = U diag(sigma) V^T with det U = det V = 1 (for det F < 0 the last sigma,
-    the smallest, turns negative)."""
+    """det F > 0: scaled Newton iteration R <- (g R + R^-T / g) / 2, g = (|R^-1| / |R|)^1/2 (Higham 1986; 10
+    steps, quadratic convergence). Otherwise the rotation-variant SVD F = U diag(sigma) V^T with det U = det V =
+    1 (the last sigma turns negative), which keeps R a rotation for inverted elements."""
+    out = Polar()
+    if wp.determinant(f) > wp.float64(0.0):
+        r = f
+        for _ in range(10):
+            ri = wp.inverse(r)
+            g = wp.sqrt(wp.sqrt(wp.ddot(ri, ri) / wp.ddot(r, r)))
+            r = wp.float64(0.5) * (g * r + wp.transpose(ri) / g)
+        sm = wp.transpose(r) @ f
+        out.r = r
+        out.s = wp.float64(0.5) * (sm + wp.transpose(sm))
+        out.svd = 0
+        return out
     u = wp.mat33d()
-    s = wp.vec3d()
+    sig = wp.vec3d()
     v = wp.mat33d()
-    wp.svd3(f, u, s, v)
+    wp.svd3(f, u, sig, v)
     flip = wp.mat33d(wp.float64(1.0), wp.float64(0.0), wp.float64(0.0), wp.float64(0.0), wp.float64(1.0),
                      wp.float64(0.0), wp.float64(0.0), wp.float64(0.0), wp.float64(-1.0))
     if wp.determinant(u) < wp.float64(0.0):
         u = u @ flip
-        s = wp.vec3d(s[0], s[1], -s[2])
+        sig = wp.vec3d(sig[0], sig[1], -sig[2])
     if wp.determinant(v) < wp.float64(0.0):
         v = v @ flip
-        s = wp.vec3d(s[0], s[1], -s[2])
-    out = Polar()
+        sig = wp.vec3d(sig[0], sig[1], -sig[2])
     out.r = u @ wp.transpose(v)
+    out.s = v @ wp.diag(sig) @ wp.transpose(v)
     out.v = v
-    out.sigma = s
+    out.sigma = sig
+    out.svd = 1
     return out
 
 
 @wp.func
 def corot_energy_density(f: wp.mat33d, mu: wp.float64, lam: wp.float64, vol: int):
     pd = polar_decomposition(f)
-    s = pd.sigma
-    one = wp.float64(1.0)
-    w = mu * ((s[0] - one) * (s[0] - one) + (s[1] - one) * (s[1] - one) + (s[2] - one) * (s[2] - one))
+    d = f - pd.r
+    w = mu * wp.ddot(d, d)                                  # = mu sum (sigma_i - 1)^2
     if vol == 0:
         return w
-    tr = s[0] + s[1] + s[2] - wp.float64(3.0)
+    tr = wp.trace(pd.s) - wp.float64(3.0)
     return w + wp.float64(0.5) * lam * tr * tr
 
 
@@ -131,36 +148,39 @@ def corot_energy_density(f: wp.mat33d, mu: wp.float64, lam: wp.float64, vol: int
 def corot_stress(f: wp.mat33d, mu: wp.float64, lam: wp.float64, vol: int):
     """P = 2 mu (F - R) + lam tr(S - I) R."""
     pd = polar_decomposition(f)
-    r = pd.r
-    s = pd.sigma
-    p = wp.float64(2.0) * mu * (f - r)
+    p = wp.float64(2.0) * mu * (f - pd.r)
     if vol == 0:
         return p
-    return p + lam * (s[0] + s[1] + s[2] - wp.float64(3.0)) * r
+    return p + lam * (wp.trace(pd.s) - wp.float64(3.0)) * pd.r
 
 
 @wp.func
 def corot_stress_differential(f: wp.mat33d, df: wp.mat33d, mu: wp.float64, lam: wp.float64, vol: int):
     """dP = 2 mu dF + lam (R:dF) R + (lam tr(S - I) - 2 mu) dR with dR = R [w]x, where
-    (tr S I - S) w = axial(R^T dF - dF^T R) (denominators sigma_i + sigma_j clamped at 1e-12 for inverted F)."""
+    (tr S I - S) w = axial(R^T dF - dF^T R) (for det F <= 0 solved in the SVD basis with the denominators
+    sigma_i + sigma_j clamped at 1e-12)."""
     pd = polar_decomposition(f)
     r = pd.r
-    v = pd.v
-    s = pd.sigma
     m = wp.transpose(r) @ df
     a = wp.vec3d(m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1])
-    av = wp.transpose(v) @ a
-    tiny = wp.float64(1e-12)
-    wv = wp.vec3d(av[0] / wp.max(s[1] + s[2], tiny), av[1] / wp.max(s[0] + s[2], tiny),
-                  av[2] / wp.max(s[0] + s[1], tiny))
-    w = v @ wv
+    trs = wp.trace(pd.s)
+    w = wp.vec3d()
+    if pd.svd == 0:
+        w = wp.inverse(trs * wp.identity(n=3, dtype=wp.float64) - pd.s) @ a
+    else:
+        s = pd.sigma
+        v = pd.v
+        av = wp.transpose(v) @ a
+        tiny = wp.float64(1e-12)
+        w = v @ wp.vec3d(av[0] / wp.max(s[1] + s[2], tiny), av[1] / wp.max(s[0] + s[2], tiny),
+                         av[2] / wp.max(s[0] + s[1], tiny))
     z = wp.float64(0.0)
     skew = wp.mat33d(z, -w[2], w[1], w[2], z, -w[0], -w[1], w[0], z)
     dr = r @ skew
     dp = wp.float64(2.0) * mu * (df - dr)
     if vol == 0:
         return dp
-    return dp + lam * wp.ddot(r, df) * r + lam * (s[0] + s[1] + s[2] - wp.float64(3.0)) * dr
+    return dp + lam * wp.ddot(r, df) * r + lam * (trs - wp.float64(3.0)) * dr
 
 
 # ---------------------------------------------------------------- Mooney-Rivlin
