@@ -99,15 +99,21 @@ class Polar:
 @wp.func
 def polar_decomposition(f: wp.mat33d):
     """det F > 0: scaled Newton iteration R <- (g R + R^-T / g) / 2, g = (|R^-1| / |R|)^1/2 (Higham 1986; 10
-    steps, quadratic convergence). Otherwise the rotation-variant SVD F = U diag(sigma) V^T with det U = det V =
+    steps at most, stopping once a step changes R by < 1e-10: quadratic convergence). Otherwise the rotation-variant SVD F = U diag(sigma) V^T with det U = det V =
     1 (the last sigma turns negative), which keeps R a rotation for inverted elements."""
     out = Polar()
     if wp.determinant(f) > wp.float64(0.0):
         r = f
+        done = int(0)
         for _ in range(10):
-            ri = wp.inverse(r)
-            g = wp.sqrt(wp.sqrt(wp.ddot(ri, ri) / wp.ddot(r, r)))
-            r = wp.float64(0.5) * (g * r + wp.transpose(ri) / g)
+            if done == 0:
+                ri = wp.inverse(r)
+                g = wp.sqrt(wp.sqrt(wp.ddot(ri, ri) / wp.ddot(r, r)))
+                rn = wp.float64(0.5) * (g * r + wp.transpose(ri) / g)
+                dr = rn - r
+                if wp.ddot(dr, dr) < wp.float64(1e-20):    # quadratic: the error is now ~|dr|^2
+                    done = 1
+                r = rn
         sm = wp.transpose(r) @ f
         out.r = r
         out.s = wp.float64(0.5) * (sm + wp.transpose(sm))
