@@ -118,11 +118,13 @@ def save_model(spec: ModelSpec, path: str | Path) -> Path:
     grid.cell_data["c01_ratio"] = spec.c01_ratio
     grid.point_data["fixed"] = spec.fixed.astype(np.uint8)
     grid.point_data["spring_n_per_m"] = spec.spring_k
+    laws = sorted({LAW_NAMES[i] for i in np.unique(spec.law)})
     with atomic_path(path) as tmp:
         grid.save(tmp)
     write_json(path.with_suffix(".json"), {"units": {"length": "mm in file, m in solver", "stress": "Pa"},
-                                           "gravity_m_s2": spec.gravity.tolist(), "material": "stable_neo_hookean",
-                                           "laws": sorted({LAW_NAMES[i] for i in np.unique(spec.law)}),
+                                           "gravity_m_s2": spec.gravity.tolist(),
+                                           "material": laws[0] if len(laws) == 1 else "per element (cell array law)",
+                                           "laws": laws,
                                            "volumetric": spec.volumetric})
     return path
 

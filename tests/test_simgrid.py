@@ -105,3 +105,6 @@ def test_model_file_keeps_laws(tmp_path):
     assert back.law.tolist() == spec.law.tolist() and np.allclose(back.c01_ratio, 0.2)
     assert back.volumetric == "anp" and np.array_equal(back.fixed, spec.fixed)
     assert np.allclose(back.points, spec.points)
+    import json
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["laws"] == ["corotational", "mooney_rivlin", "stable_neo_hookean"] and meta["volumetric"] == "anp"
