@@ -1,13 +1,24 @@
-"""Tetrahedral hyperelasticity: stable Neo-Hookean energy, forces, tangent products and strain.
+"""Tetrahedral hyperelasticity: energy, forces, tangent products, Jacobi diagonal, strain and stress.
 
-Energy density (Smith, Goes & Kim 2018, without the log term):
+The material law of each element is ``TetModel.law[e]`` with parameters ``TetModel.params[e]``
+(kernels.materials: stable Neo-Hookean, linear co-rotational, Mooney-Rivlin). The default, stable
+Neo-Hookean (Smith, Goes & Kim 2018, without the log term),
     Psi(F) = mu/2 (tr(F^T F) - 3) + lam/2 (J - alpha)^2,  alpha = 1 + mu/lam,
-which is rest-stable, defined for inverted elements, and linearises to Lame (mu, lam - mu).
+is rest-stable, defined for inverted elements, and linearises to Lame (mu, lam - mu).
 Element e with nodes (x0..x3): F = [x1-x0, x2-x0, x3-x0] Dm_inv; node gradients g_a are the rows of
 Dm_inv (a = 1..3) and g_0 = -(g_1 + g_2 + g_3). Force on node a: -vol * P(F) g_a.
 Units: whatever the caller uses consistently (surgtwin.sim uses SI: m, Pa, kg).
 """
 import warp as wp
+
+from .materials import (cofactor, cofactor_differential, snh_energy_density, snh_stress,
+                        snh_stress_differential, tet_energy_density, tet_stress, tet_stress_differential)
+
+# the material functions stay importable from here (ke.snh_stress, ke.tet_stress, ...)
+__all__ = ["TetModel", "cofactor", "cofactor_differential", "deformation_gradient", "eval_tet_cauchy_stress",
+           "eval_tet_energy", "eval_tet_forces", "eval_tet_hessian_diagonal", "eval_tet_hessian_product",
+           "eval_tet_strain", "node_gradient", "snh_energy_density", "snh_stress", "snh_stress_differential",
+           "tet_energy_density", "tet_stress", "tet_stress_differential"]
 
 
 @wp.struct
@@ -17,9 +28,11 @@ class TetModel:
     tets: wp.array(dtype=wp.vec4i)
     dm_inv: wp.array(dtype=wp.mat33d)
     vol: wp.array(dtype=wp.float64)
-    mu: wp.array(dtype=wp.float64)
-    lam: wp.array(dtype=wp.float64)  # stable Neo-Hookean lambda (= Lame lambda + mu)
+    mu: wp.array(dtype=wp.float64)   # small-strain shear modulus of every law [Pa]
+    lam: wp.array(dtype=wp.float64)  # Lame lambda + mu of the small-strain law [Pa] (stable Neo-Hookean lambda)
     alive: wp.array(dtype=wp.int32)
+    law: wp.array(dtype=wp.int32)      # materials.LAW_* per element
+    params: wp.array(dtype=wp.vec3d)   # law parameters per element [Pa] (see kernels.materials)
 
 
 @wp.func
@@ -27,52 +40,6 @@ def deformation_gradient(x: wp.array(dtype=wp.vec3d), t: wp.vec4i, dm_inv: wp.ma
     x0 = x[t[0]]
     ds = wp.matrix_from_cols(x[t[1]] - x0, x[t[2]] - x0, x[t[3]] - x0)
     return ds @ dm_inv
-
-
-@wp.func
-def cofactor(f: wp.mat33d):
-    c0 = wp.vec3d(f[0, 0], f[1, 0], f[2, 0])
-    c1 = wp.vec3d(f[0, 1], f[1, 1], f[2, 1])
-    c2 = wp.vec3d(f[0, 2], f[1, 2], f[2, 2])
-    return wp.matrix_from_cols(wp.cross(c1, c2), wp.cross(c2, c0), wp.cross(c0, c1))
-
-
-@wp.func
-def cofactor_differential(f: wp.mat33d, df: wp.mat33d):
-    c0 = wp.vec3d(f[0, 0], f[1, 0], f[2, 0])
-    c1 = wp.vec3d(f[0, 1], f[1, 1], f[2, 1])
-    c2 = wp.vec3d(f[0, 2], f[1, 2], f[2, 2])
-    d0 = wp.vec3d(df[0, 0], df[1, 0], df[2, 0])
-    d1 = wp.vec3d(df[0, 1], df[1, 1], df[2, 1])
-    d2 = wp.vec3d(df[0, 2], df[1, 2], df[2, 2])
-    return wp.matrix_from_cols(wp.cross(d1, c2) + wp.cross(c1, d2),
-                               wp.cross(d2, c0) + wp.cross(c2, d0),
-                               wp.cross(d0, c1) + wp.cross(c0, d1))
-
-
-@wp.func
-def snh_energy_density(f: wp.mat33d, mu: wp.float64, lam: wp.float64):
-    alpha = wp.float64(1.0) + mu / lam
-    j = wp.determinant(f)
-    ic = wp.ddot(f, f)
-    return wp.float64(0.5) * mu * (ic - wp.float64(3.0)) + wp.float64(0.5) * lam * (j - alpha) * (j - alpha)
-
-
-@wp.func
-def snh_stress(f: wp.mat33d, mu: wp.float64, lam: wp.float64):
-    """First Piola-Kirchhoff stress P = dPsi/dF."""
-    alpha = wp.float64(1.0) + mu / lam
-    j = wp.determinant(f)
-    return mu * f + lam * (j - alpha) * cofactor(f)
-
-
-@wp.func
-def snh_stress_differential(f: wp.mat33d, df: wp.mat33d, mu: wp.float64, lam: wp.float64):
-    """dP = (d^2 Psi / dF^2) : dF."""
-    alpha = wp.float64(1.0) + mu / lam
-    j = wp.determinant(f)
-    cof = cofactor(f)
-    return mu * df + lam * wp.ddot(cof, df) * cof + lam * (j - alpha) * cofactor_differential(f, df)
 
 
 @wp.func
@@ -88,7 +55,7 @@ def eval_tet_energy(m: TetModel, x: wp.array(dtype=wp.vec3d), energy: wp.array(d
     if m.alive[e] == 0:
         return
     f = deformation_gradient(x, m.tets[e], m.dm_inv[e])
-    wp.atomic_add(energy, 0, m.vol[e] * snh_energy_density(f, m.mu[e], m.lam[e]))
+    wp.atomic_add(energy, 0, m.vol[e] * tet_energy_density(f, m.law[e], m.params[e]))
 
 
 @wp.kernel
@@ -99,7 +66,7 @@ def eval_tet_forces(m: TetModel, x: wp.array(dtype=wp.vec3d), forces: wp.array(d
         return
     t = m.tets[e]
     dmi = m.dm_inv[e]
-    p = snh_stress(deformation_gradient(x, t, dmi), m.mu[e], m.lam[e])
+    p = tet_stress(deformation_gradient(x, t, dmi), m.law[e], m.params[e])
     for a in range(4):
         wp.atomic_add(forces, t[a], -m.vol[e] * (p @ node_gradient(dmi, a)))
 
@@ -116,7 +83,7 @@ def eval_tet_hessian_product(m: TetModel, x: wp.array(dtype=wp.vec3d), dx: wp.ar
     f = deformation_gradient(x, t, dmi)
     d0 = dx[t[0]]
     dds = wp.matrix_from_cols(dx[t[1]] - d0, dx[t[2]] - d0, dx[t[3]] - d0)
-    dp = snh_stress_differential(f, dds @ dmi, m.mu[e], m.lam[e])
+    dp = tet_stress_differential(f, dds @ dmi, m.law[e], m.params[e])
     for a in range(4):
         wp.atomic_add(out, t[a], m.vol[e] * (dp @ node_gradient(dmi, a)))
 
@@ -137,7 +104,7 @@ def eval_tet_hessian_diagonal(m: TetModel, x: wp.array(dtype=wp.vec3d), diag: wp
             ei = wp.vec3d()
             ei[i] = wp.float64(1.0)
             df = wp.outer(ei, g)
-            d[i] = wp.max(m.vol[e] * wp.ddot(snh_stress_differential(f, df, m.mu[e], m.lam[e]), df), wp.float64(0.0))
+            d[i] = wp.max(m.vol[e] * wp.ddot(tet_stress_differential(f, df, m.law[e], m.params[e]), df), wp.float64(0.0))
         wp.atomic_add(diag, t[a], d)
 
 
@@ -155,3 +122,16 @@ def eval_tet_strain(m: TetModel, x: wp.array(dtype=wp.vec3d), max_principal: wp.
     q, ev = wp.eig3(green)
     max_principal[e] = wp.max(ev[0], wp.max(ev[1], ev[2]))
     jacobian[e] = wp.determinant(f)
+
+
+@wp.kernel
+def eval_tet_cauchy_stress(m: TetModel, x: wp.array(dtype=wp.vec3d), sigma: wp.array(dtype=wp.mat33d)):
+    """Cauchy stress sigma = P F^T / J per element [Pa] (zero for dead or degenerate elements)."""
+    e = wp.tid()
+    sigma[e] = wp.mat33d()
+    if m.alive[e] == 0:
+        return
+    f = deformation_gradient(x, m.tets[e], m.dm_inv[e])
+    j = wp.determinant(f)
+    if j != wp.float64(0.0):
+        sigma[e] = tet_stress(f, m.law[e], m.params[e]) @ wp.transpose(f) / j

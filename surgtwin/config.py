@@ -74,7 +74,8 @@ def _default_tissues() -> dict:
 
 @dataclass
 class MaterialConfig:
-    model: str = "stable_neo_hookean"
+    model: str = "stable_neo_hookean"   # default law of tissues without "law": stable_neo_hookean|corotational|mooney_rivlin
+    volumetric: str = "standard"        # or "anp": average nodal pressure (no volumetric locking near nu = 0.5)
     tissues: dict = field(default_factory=_default_tissues)  # structure -> {youngs_kpa, poisson, density_kg_m3}
 
 

@@ -15,8 +15,8 @@ import warp as wp
 from scipy.optimize import brentq
 from scipy.spatial.transform import Rotation
 
-from surgtwin.sim import ModelSpec, StaticSolver, lame_parameters
-from surgtwin.sim.blocks import box_mesh
+from surgtwin.sim import ModelSpec, StaticSolver, lame_parameters, mooney_rivlin_constants
+from surgtwin.sim.blocks import box_mesh, orient_positive
 
 E_PA, NU, RHO = 5000.0, 0.45, 1000.0                # soft tissue [Pa], [-], [kg/m^3]
 # a deliberately irregular single tetrahedron [m]
@@ -54,8 +54,10 @@ def _materials(youngs=E_PA, poisson=NU):
     return mu, lam_s, 1.0 + mu / lam_s
 
 
-def _build(points, tets, device, *, youngs=E_PA, poisson=NU, density=RHO, fixed=False, gravity=(0, 0, 0), **kw):
-    spec = ModelSpec(points, tets, 1, youngs, poisson, density, fixed, 0.0, gravity=np.asarray(gravity, float))
+def _build(points, tets, device, *, youngs=E_PA, poisson=NU, density=RHO, fixed=False, gravity=(0, 0, 0),
+           law=0, c01_ratio=0.0, volumetric="standard", **kw):
+    spec = ModelSpec(points, tets, 1, youngs, poisson, density, fixed, 0.0, gravity=np.asarray(gravity, float),
+                     law=law, c01_ratio=c01_ratio, volumetric=volumetric)
     model = spec.finalize(device)
     return model, StaticSolver(model, **kw)
 
@@ -213,8 +215,211 @@ def hanging_bar(*, device: str = "cpu", levels=(4, 8, 16)) -> list[VerifyResult]
     return out
 
 
+# ---------------------------------------------------------------- other material laws
+def mooney_rivlin_uniaxial(stretch, c10, c01):
+    """Incompressible Mooney-Rivlin uniaxial nominal stress P = 2 (l - l^-2) (C10 + C01 / l)."""
+    return 2.0 * (stretch - stretch ** -2) * (c10 + c01 / stretch)
+
+
+def material_laws(*, device: str = "cpu", stretches=(0.7, 1.5)) -> list[VerifyResult]:
+    """Co-rotational and Mooney-Rivlin single tet, stress recovered from the solver's nodal forces.
+
+    Co-rotational, F = diag(l, s, s): P = 2 mu (F - I) + lam tr(F - I) I, so P22 = 0 gives s = 1 - nu (l - 1)
+    and P11 = E (l - 1) exactly. Mooney-Rivlin (C10, C01 = 0.3 mu/2 ... ) at the isochoric F = diag(l, l^-1/2,
+    l^-1/2): the decoupled volumetric term vanishes and (sigma11 - sigma22) / l equals the incompressible
+    P11 = 2 (l - l^-2)(C10 + C01/l) (the pressure drops out of the difference). Nearly incompressible
+    (K = 1000 mu): lateral stretch from P22 = 0, P11 against the same closed form (error O(mu / K)).
+    Rigid rotation of a loaded-free block: zero forces for both laws."""
+    out = []
+    _, cor = _build(TET_X, TET, device, law="corotational")
+    for lam in stretches:
+        def p_cor(s, lam=lam):
+            return _tet_stress(cor, TET_X @ np.diag([lam, s, s]), device)
+        s_code = brentq(lambda s: p_cor(s)[1, 1], 0.3, 3.0, xtol=1e-14, rtol=1e-14)
+        out.append(_compare(f"corotational_l{lam:g}", "lateral stretch s [-]", s_code, 1.0 - NU * (lam - 1.0), 1e-6))
+        out.append(_compare(f"corotational_l{lam:g}", "P11 [Pa]", p_cor(s_code)[0, 0], E_PA * (lam - 1.0), 1e-6))
+    mu = E_PA / (2.0 * (1.0 + NU))
+    c10, c01 = 0.35 * mu, 0.15 * mu
+    for label, bulk in (("mr_isochoric", 10.0 * mu), ("mr_nearly_incompressible", 1000.0 * mu)):
+        youngs, nu, ratio = mooney_rivlin_constants(c10, c01, bulk)
+        _, mr = _build(TET_X, TET, device, youngs=youngs, poisson=nu, law="mooney_rivlin", c01_ratio=ratio)
+        for lam in stretches:
+            ref = mooney_rivlin_uniaxial(lam, c10, c01)
+            if label == "mr_isochoric":
+                s = lam ** -0.5
+                f = np.diag([lam, s, s])
+                sig = _tet_stress(mr, TET_X @ f, device) @ f.T
+                out.append(_compare(f"{label}_l{lam:g}", "(sigma11 - sigma22) / l [Pa]", (sig[0, 0] - sig[1, 1]) / lam,
+                                    ref, 1e-6, note=f"K = {bulk / mu:g} mu, J = 1"))
+            else:
+                def p_mr(s, lam=lam, mr=mr):
+                    return _tet_stress(mr, TET_X @ np.diag([lam, s, s]), device)
+                s_code = brentq(lambda s: p_mr(s)[1, 1], 0.3, 3.0, xtol=1e-14, rtol=1e-14)
+                out.append(_compare(f"{label}_l{lam:g}", "P11 [Pa]", p_mr(s_code)[0, 0], ref, 5e-3,
+                                    note=f"K = {bulk / mu:g} mu; J = {lam * s_code ** 2:.5f}"))
+    rot = Rotation.from_rotvec([0.7, -1.1, 0.4]).as_matrix()
+    pts, tets = box_mesh((2, 2, 2), (0.02, 0.03, 0.025))
+    for law in ("corotational", "mooney_rivlin"):
+        model, solver = _build(pts, tets, device, law=law, c01_ratio=0.3)
+        h = np.cbrt(model.rest_volume.mean() * 6.0)
+        c = pts.mean(0)
+        fmax = np.linalg.norm(_forces(solver, (pts - c) @ rot.T + c, device), axis=1).max()
+        out.append(_compare(f"rigid_rotation_{law}", "max nodal |f| [N]", fmax, 0.0, 1e-10, scale=mu * h * h,
+                            note="rel. to mu h^2"))
+    return out
+
+
+# ---------------------------------------------------------------- volumetric locking
+def shell_mesh(a, b, nt, nr) -> tuple[np.ndarray, np.ndarray]:
+    """Thick spherical shell a <= r <= b [m]: a cubed sphere of nt x nt x nr hexes per cube face, each hex
+    split into 24 tets around its face and cell centres (conforming across the six patches); the centres of
+    faces on a sphere r = const are put on that sphere."""
+    s = np.tan(np.linspace(-np.pi / 4, np.pi / 4, nt + 1))
+    r = np.linspace(a, b, nr + 1)
+    u, v = np.meshgrid(s, s, indexing="ij")
+    faces = [(0, 1, 3, 2), (4, 5, 7, 6), (0, 1, 5, 4), (2, 3, 7, 6), (0, 2, 6, 4), (1, 3, 7, 5)]
+    corners = [(dk, di, dj) for dk in (0, 1) for di in (0, 1) for dj in (0, 1)]
+    tets = []
+    for axis in range(3):
+        for sign in (-1.0, 1.0):
+            d = np.zeros(u.shape + (3,))
+            d[..., axis], d[..., (axis + 1) % 3], d[..., (axis + 2) % 3] = sign, u, v
+            d /= np.linalg.norm(d, axis=-1, keepdims=True)
+            x = d[None] * r[:, None, None, None]
+            for k in range(nr):
+                for i in range(nt):
+                    for j in range(nt):
+                        h = np.array([x[k + a_, i + b_, j + c_] for a_, b_, c_ in corners])
+                        c = h.mean(0)
+                        for fi, f in enumerate(faces):
+                            fc = h[list(f)].mean(0)
+                            if fi < 2:                                   # a face on the sphere r[k + fi]
+                                fc *= r[k + fi] / np.linalg.norm(fc)
+                            tets += [(h[f[e]], h[f[(e + 1) % 4]], fc, c) for e in range(4)]
+    allp = np.asarray(tets).reshape(-1, 3)
+    _, first, inv = np.unique(np.round(allp / (b * 1e-9)).astype(np.int64), axis=0, return_index=True,
+                              return_inverse=True)
+    return allp[first], orient_positive(allp[first], inv.reshape(-1, 4))[0]
+
+
+def lame_sphere(a, b, u_a, youngs, poisson):
+    """Thick sphere, u(a) = u_a imposed, r = b traction free: u = A r + B / r^2; returns (u(r), inner pressure)."""
+    mu, lam = (float(v) for v in lame_parameters(youngs, poisson))
+    k3 = 3.0 * lam + 2.0 * mu
+    bb = u_a / (4.0 * mu / (k3 * b ** 3) * a + 1.0 / a ** 2)
+    aa = 4.0 * mu * bb / (k3 * b ** 3)
+    return (lambda r: aa * r + bb / r ** 2), -(k3 * aa - 4.0 * mu * bb / a ** 3)
+
+
+def locking_shell(*, device: str = "cpu", nt=6, nr=3, poisson=0.499) -> list[VerifyResult]:
+    """Volumetric locking: thick sphere (a = 1 cm, b = 2 cm), radial displacement 1e-5 a imposed at r = a, nu =
+    0.499. The reaction on the inner surface, sum of radial nodal forces, against the Lame pressure p 4 pi a^2:
+    standard linear tets lock (far too stiff), average nodal pressure (volumetric="anp") does not; nu = 0.3 with
+    standard tets gives the mesh's error without locking."""
+    a, b = 0.01, 0.02
+    pts, tets = shell_mesh(a, b, nt, nr)
+    rr = np.linalg.norm(pts, axis=1)
+    inner = rr < a * (1 + 1e-9)
+    out = []
+    for nu, vol, tol in ((0.3, "standard", 0.03), (poisson, "standard", None), (poisson, "anp", 0.04)):
+        u_of_r, p = lame_sphere(a, b, 1e-5 * a, E_PA, nu)
+        model, solver = _build(pts, tets, device, poisson=nu, fixed=inner, volumetric=vol, cg_tol=1e-3)
+        x0 = pts.copy()
+        x0[inner] *= (1.0 + u_of_r(a) / a)
+        state = model.state(x0)
+        # without gravity the solver's tolerance is in newtons: 1e-8 of the initial out-of-balance force
+        solver.tol = 1e-8 * np.linalg.norm(solver.forces(state.x).numpy()[~inner])
+        rep = solver.solve(state)
+        f = solver.forces(state.x).numpy()
+        react = -(f[inner] * pts[inner]).sum() / a
+        ref = p * 4.0 * np.pi * a * a
+        name = f"locking_shell_nu{nu:g}_{vol}"
+        if tol is None:                     # reported; locking must show as >= 3x the ANP error (row below)
+            out.append(_compare(name, "inner reaction [N]", react, ref, np.inf, note=f"{len(tets)} tets; locks",
+                                valid=rep.converged))
+        else:
+            out.append(_compare(name, "inner reaction [N]", react, ref, tol,
+                                note=f"{len(tets)} tets, newton={rep.newton_iterations}", valid=rep.converged))
+    locked, anp = out[1].rel_error, out[2].rel_error
+    out.append(_compare("locking_shell_ratio", "standard / anp reaction error", locked / max(anp, 1e-300), 3.0, np.inf,
+                        valid=locked >= 3.0 * anp, note="passes when >= 3"))
+    return out
+
+
+# ---------------------------------------------------------------- cantilever
+def cantilever(*, device: str = "cpu", levels=(2, 4, 8)) -> list[VerifyResult]:
+    """Cantilever (L = 8 cm, depth h = 1 cm, width h/2, nu = 0) clamped at x = 0 under gravity, small deflection:
+    tip deflection against Euler-Bernoulli q L^4 / (8 E I) (q = rho g b h, I = b h^3 / 12; the Timoshenko shear
+    term would add 1.25 %). Linear tets converge slowly in bending, so the meshes (n = 2, 4, 8 elements through
+    the depth, cubic cells) are reported with the Richardson extrapolation d8 + (d8 - d4) / 3 of the last two
+    (p = 2), which must be within 1 %, and the observed order log2(e4 / e8) ~ 2."""
+    length, h, g, youngs = 0.08, 0.01, 9.81, 1e7
+    ref = RHO * g * h * (h / 2) * length ** 4 / (8 * youngs * (h / 2) * h ** 3 / 12)
+    tips, converged, out = [], True, []
+    for n in levels:
+        pts, tets = box_mesh((n * 8, n // 2, n), (length, h / 2, h))
+        model, solver = _build(pts, tets, device, youngs=youngs, poisson=0.0, fixed=pts[:, 0] < 1e-12,
+                               gravity=(0.0, 0.0, -g), tol=1e-6, cg_tol=1e-3, cg_max_iter=20000)
+        state = model.state()
+        rep = solver.solve(state)
+        tip = pts[:, 0] > length - 1e-12
+        tips.append(-(state.positions()[tip, 2] - pts[tip, 2]).mean())
+        converged = converged and rep.converged
+        out.append(_compare(f"cantilever_n{n}", "tip deflection [m]", tips[-1], ref, np.inf,
+                            note=f"{len(tets)} tets, newton={rep.newton_iterations}, cg={rep.cg_iterations}",
+                            valid=rep.converged))
+    rich = tips[-1] + (tips[-1] - tips[-2]) / 3.0
+    out.append(_compare("cantilever_richardson", "extrapolated tip deflection [m]", rich, ref, 0.01,
+                        note=f"n {levels[-2]},{levels[-1]}; max strain ~{ref / length * 1.5 * h / length:.0e}",
+                        valid=converged))
+    errs = [abs(t / ref - 1.0) for t in tips]
+    rate = np.log(errs[-2] / errs[-1]) / np.log(levels[-1] / levels[-2])
+    out.append(_compare("cantilever_rate", "observed convergence rate", rate, 2.0, 0.5, scale=1.0,
+                        note=f"n {levels[-2]}->{levels[-1]}", valid=converged))
+    return out
+
+
+# ---------------------------------------------------------------- independent code
+def skfem_comparison(*, device: str = "cpu") -> list[VerifyResult]:
+    """The linear-elastic block (6 x 3 x 3 cubes, nu = 0.45, clamped at x = 0, gravity 1e-4 m/s^2 so strains
+    are ~1e-7) solved by scikit-fem (P1 tets, consistent load = our lumped gravity for P1) on the same mesh; each
+    of our laws in its linear range must give the same displacements to 1e-5 (max norm). Returns no rows,
+    with a message, when scikit-fem is not installed (it is a test dependency, not a runtime one)."""
+    try:
+        import skfem
+        from skfem.models.elasticity import linear_elasticity
+    except ImportError:
+        print("skfem_comparison skipped: scikit-fem is not installed (pip install scikit-fem)")
+        return []
+    pts, tets = box_mesh((6, 3, 3), (0.06, 0.03, 0.03))
+    g = 1e-4
+    mu, lam = (float(v) for v in lame_parameters(E_PA, NU))
+    basis = skfem.Basis(skfem.MeshTet(pts.T.copy(), tets.T.copy()), skfem.ElementVector(skfem.ElementTetP1()))
+    stiff = skfem.asm(linear_elasticity(lam, mu), basis)
+
+    @skfem.LinearForm
+    def weight(v, w):
+        return -RHO * g * v[2]
+
+    load = skfem.asm(weight, basis)
+    clamp = basis.get_dofs(lambda x: x[0] < 1e-12).all()
+    u_ref = skfem.solve(*skfem.condense(stiff, load, D=clamp)).reshape(-1, 3)   # nodal dofs interleaved x,y,z
+    out = []
+    for law in ("stable_neo_hookean", "corotational", "mooney_rivlin"):
+        model, solver = _build(pts, tets, device, law=law, c01_ratio=0.3, fixed=pts[:, 0] < 1e-12,
+                               gravity=(0.0, 0.0, -g), tol=1e-7, cg_tol=1e-6, cg_max_iter=5000)
+        state = model.state()
+        rep = solver.solve(state)
+        u = state.positions() - pts
+        out.append(_compare(f"skfem_{law}", "max |u - u_skfem| [m]", np.abs(u - u_ref).max(), 0.0, 1e-5,
+                            scale=np.abs(u_ref).max(), note=f"rel. to max|u|={np.abs(u_ref).max():.2e} m",
+                            valid=rep.converged))
+    return out
+
+
 # ---------------------------------------------------------------- driver
-CASES = (patch_test, uniaxial_stretch, simple_shear, rigid_rotation, hanging_bar)
+CASES = (patch_test, uniaxial_stretch, simple_shear, rigid_rotation, hanging_bar, material_laws, locking_shell,
+         cantilever, skfem_comparison)
 
 
 def run_all(device: str = "cpu") -> list[VerifyResult]:

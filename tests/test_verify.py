@@ -10,7 +10,11 @@ from surgtwin import verify
 CASES = ["patch_linear", "patch_finite", "uniaxial_tet_l0.7", "uniaxial_tet_l1.3", "uniaxial_tet_l2",
          "uniaxial_block_l0.7", "uniaxial_block_l1.3", "uniaxial_block_l2", "simple_shear_g0.05",
          "simple_shear_g0.4", "rigid_rotation_tet", "rigid_rotation_block", "hanging_bar_nz4", "hanging_bar_nz8",
-         "hanging_bar_nz16", "hanging_bar_rate"]
+         "hanging_bar_nz16", "hanging_bar_rate", "corotational_l0.7", "corotational_l1.5", "mr_isochoric_l0.7",
+         "mr_isochoric_l1.5", "mr_nearly_incompressible_l1.5", "rigid_rotation_corotational",
+         "rigid_rotation_mooney_rivlin", "locking_shell_nu0.3_standard", "locking_shell_nu0.499_standard",
+         "locking_shell_nu0.499_anp", "locking_shell_ratio", "cantilever_n8", "cantilever_richardson",
+         "cantilever_rate", "skfem_stable_neo_hookean", "skfem_corotational", "skfem_mooney_rivlin"]
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +42,31 @@ def test_hanging_bar_convergence_rate(results):
     assert 1.5 <= rate[0].computed <= 2.5, rate[0]
     finest = next(r for r in results if r.name == "hanging_bar_nz16")
     assert finest.tolerance <= 0.01 and finest.rel_error <= 0.01
+
+
+def test_cantilever_and_locking(results):
+    by = {r.name: r for r in results}
+    assert by["cantilever_richardson"].rel_error <= 0.01 and 1.5 <= by["cantilever_rate"].computed <= 2.5
+    assert by["cantilever_n8"].rel_error < by["cantilever_n4"].rel_error < by["cantilever_n2"].rel_error
+    locked, anp = by["locking_shell_nu0.499_standard"], by["locking_shell_nu0.499_anp"]
+    assert locked.computed > locked.reference and locked.rel_error >= 3 * anp.rel_error and anp.rel_error <= 0.04
+    for law in ("stable_neo_hookean", "corotational", "mooney_rivlin"):
+        assert by[f"skfem_{law}"].rel_error <= 1e-5
+
+
+def test_skfem_case_reports_missing_dependency(monkeypatch, capsys):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_skfem(name, *a, **k):
+        if name.startswith("skfem"):
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_skfem)
+    assert verify.skfem_comparison(device="cpu") == []
+    assert "scikit-fem is not installed" in capsys.readouterr().out
 
 
 def test_format_table(results):
@@ -69,12 +98,16 @@ def test_case_detects_perturbed_closed_form(monkeypatch):
     assert res and not any(r.passed for r in res if r.name.startswith("uniaxial_tet"))
 
 
-def test_verify_cli_writes_table_and_json(tmp_path, capsys):
+def test_verify_cli_writes_table_and_json(tmp_path, capsys, monkeypatch):
+    """The CLI path (the fixture above already ran every case through run_all): a subset keeps it quick."""
     import json
 
     from surgtwin.cli import main
 
+    monkeypatch.setattr(verify, "CASES", (verify.hanging_bar, verify.material_laws))
     assert main(["verify", "-o", str(tmp_path / "v")]) == 0
     rows = json.loads((tmp_path / "v" / "verify.json").read_text())["results"]
     assert rows and all(r["passed"] for r in rows)
-    assert "hanging_bar_rate" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "hanging_bar_rate" in out and "mr_isochoric_l1.5" in out
+    assert {r["name"] for r in rows} >= {"hanging_bar_rate", "corotational_l1.5"}

@@ -12,8 +12,50 @@ import numpy as np
 import warp as wp
 
 from kernels.elasticity import TetModel
+from kernels.materials import LAW_NAMES
 
 from ..errors import MeshError
+
+VOLUMETRIC = ("standard", "anp")
+
+
+def law_ids(law, count: int) -> np.ndarray:
+    """Per-element material law ids (count,) from ids or names (kernels.materials.LAW_NAMES)."""
+    arr = np.asarray(law)
+    if arr.dtype.kind in "US" or arr.dtype == object:
+        names = np.broadcast_to(arr, (count,))
+        bad = sorted(set(str(n) for n in names) - set(LAW_NAMES))
+        if bad:
+            raise MeshError(f"unknown material law '{bad[0]}' (known: {', '.join(LAW_NAMES)})")
+        return np.array([LAW_NAMES.index(str(n)) for n in names], dtype=np.int32)
+    ids = np.broadcast_to(arr.astype(np.int32), (count,)).copy()
+    if ids.min() < 0 or ids.max() >= len(LAW_NAMES):
+        raise MeshError(f"material law id out of range 0..{len(LAW_NAMES) - 1}")
+    return ids
+
+
+def mooney_rivlin_constants(c10, c01, bulk):
+    """(youngs [Pa], poisson, c01_ratio) of a Mooney-Rivlin solid with C10, C01, bulk modulus K [Pa]:
+    mu = 2 (C10 + C01), E = 9 K mu / (3 K + mu), nu = (3 K - 2 mu) / (2 (3 K + mu)), ratio = C01 / (C10 + C01)."""
+    c10, c01, k = (np.asarray(v, dtype=np.float64) for v in (c10, c01, bulk))
+    mu = 2.0 * (c10 + c01)
+    return 9.0 * k * mu / (3.0 * k + mu), (3.0 * k - 2.0 * mu) / (2.0 * (3.0 * k + mu)), c01 / (c10 + c01)
+
+
+def law_parameters(law, youngs, poisson, c01_ratio) -> np.ndarray:
+    """(m, 3) kernel parameters [Pa] per element (see kernels.materials) from the small-strain constants:
+    stable Neo-Hookean (mu, lambda + mu, 0); co-rotational (mu, lambda, 0); Mooney-Rivlin (C10, C01, K) with
+    C10 + C01 = mu / 2 split by c01_ratio and K = E / (3 (1 - 2 nu))."""
+    mu, lam = lame_parameters(youngs, poisson)
+    out = np.zeros((len(law), 3))
+    out[:, 0], out[:, 1] = mu, lam + mu
+    co = law == 1
+    out[co, 1] = lam[co]
+    mr = law == 2
+    out[mr, 0] = (1.0 - c01_ratio[mr]) * mu[mr] / 2.0
+    out[mr, 1] = c01_ratio[mr] * mu[mr] / 2.0
+    out[mr, 2] = lam[mr] + 2.0 * mu[mr] / 3.0
+    return out
 
 
 def lame_parameters(youngs_pa, poisson):
@@ -30,6 +72,13 @@ class ModelSpec:
     points [m] (n, 3); tets (m, 4) node indices; region (m,) label ids; youngs [Pa], poisson [-],
     density [kg/m^3] per element; fixed (n,) bool; spring_k [N/m] per node with anchors [m] (n, 3)
     (defaults to the rest positions); gravity [m/s^2]; alive (m,) bool.
+
+    Materials: ``law`` (m,) per element, ids or names of kernels.materials.LAW_NAMES (default 0, stable
+    Neo-Hookean). youngs/poisson are the small-strain constants of every law; Mooney-Rivlin splits the
+    shear modulus as C01 = c01_ratio mu/2, C10 = (1 - c01_ratio) mu/2 (``mooney_rivlin_constants`` converts
+    literature C10, C01, K). ``volumetric``: "standard" (per element) or "anp" (average nodal pressure,
+    Bonet & Burton 1998: the volumetric energy kappa/2 (J - 1)^2 on nodal volumes, free of the volumetric
+    locking of linear tets at nu -> 0.5; see surgtwin.sim.terms.NodalPressureElasticity).
     """
 
     points: np.ndarray
@@ -43,6 +92,9 @@ class ModelSpec:
     gravity: np.ndarray = field(default_factory=lambda: np.zeros(3))
     anchors: np.ndarray | None = None
     alive: np.ndarray | None = None
+    law: np.ndarray | int | str = 0
+    c01_ratio: np.ndarray | float = 0.0
+    volumetric: str = "standard"
 
     def __post_init__(self):
         self.points = np.ascontiguousarray(self.points, dtype=np.float64).reshape(-1, 3)
@@ -58,6 +110,12 @@ class ModelSpec:
         self.alive = np.ones(m, bool) if self.alive is None else np.asarray(self.alive, bool).copy()
         if m == 0:
             raise MeshError("model has no elements")
+        self.law = law_ids(self.law, m)
+        self.c01_ratio = np.broadcast_to(np.asarray(self.c01_ratio, dtype=np.float64), (m,)).copy()
+        if np.any(self.c01_ratio < 0.0) or np.any(self.c01_ratio > 1.0):
+            raise MeshError("c01_ratio out of range (need 0 <= C01 / (C10 + C01) <= 1)")
+        if self.volumetric not in VOLUMETRIC:
+            raise MeshError(f"unknown volumetric formulation '{self.volumetric}' ({' or '.join(VOLUMETRIC)})")
         if self.tets.min() < 0 or self.tets.max() >= n:
             raise MeshError("element node index out of range")
         if np.any(self.poisson >= 0.5) or np.any(self.poisson <= -1.0) or np.any(self.youngs <= 0):
@@ -65,7 +123,8 @@ class ModelSpec:
 
     def with_alive(self, alive: np.ndarray) -> "ModelSpec":
         """A copy with another element mask (resection): the one explicit topology change."""
-        return replace(self, alive=np.asarray(alive, bool).copy(), anchors=self.anchors.copy())
+        return replace(self, alive=np.asarray(alive, bool).copy(), anchors=self.anchors.copy(), law=self.law.copy(),
+                       c01_ratio=self.c01_ratio.copy())
 
     def rest_geometry(self):
         """(Dm_inv (m,3,3), signed rest volume (m,)) from the rest positions."""
@@ -114,6 +173,9 @@ class Model:
         self.elements.mu = wp.array(mu, dtype=wp.float64, device=d)
         self.elements.lam = wp.array(lam + mu, dtype=wp.float64, device=d)  # stable Neo-Hookean lambda
         self.elements.alive = wp.array(spec.alive.astype(np.int32), dtype=wp.int32, device=d)
+        self.law_params = law_parameters(spec.law, spec.youngs, spec.poisson, spec.c01_ratio)
+        self.elements.law = wp.array(spec.law, dtype=wp.int32, device=d)
+        self.elements.params = wp.array(self.law_params, dtype=wp.vec3d, device=d)
         self.mass = wp.array(mass, dtype=wp.float64, device=d)
         self.free = wp.array(free.astype(np.float64), dtype=wp.float64, device=d)
         self.spring_k = wp.array(np.where(used, spec.spring_k, 0.0), dtype=wp.float64, device=d)

@@ -141,7 +141,7 @@ class StaticSolver:
                 # no descent direction (negative curvature from the start): use the preconditioned residual
                 self._launch_nodes(kl.cg_start, [f, m.free, self._minv, self._trial, self._dx, self._p, self._rz])
                 slope = self._dot(f, self._dx)
-            if not self._line_search(x, gravity_scale, slope):
+            if not self._line_search(x, gravity_scale, slope) and not self._residual_step(x, gravity_scale, rnorm):
                 break
         rel = history[-1] / ext
         return SolveReport(rel <= self.tol, len(history) - 1, cg_total, history[-1], rel, history)
@@ -156,6 +156,17 @@ class StaticSolver:
                 wp.copy(x, self._trial)
                 return True
             step *= 0.5
+        return False
+
+    def _residual_step(self, x, gravity_scale, rnorm) -> bool:
+        """Fallback when no step passes the energy test (energy changes below its round-off, e.g. near
+        equilibrium of an energy that is ~0 at rest): take the full step if it lowers the residual norm."""
+        self._launch_nodes(kl.axpy_masked, [1.0, self._dx, self.model.free, x, self._trial])
+        f = self.forces(self._trial, gravity_scale)
+        r1 = np.sqrt(max(self._dot(f, f), 0.0))
+        if np.isfinite(r1) and r1 < rnorm:
+            wp.copy(x, self._trial)
+            return True
         return False
 
     def _external_scale(self, gravity_scale: float) -> float:
