@@ -4,12 +4,13 @@ For element e with deformation gradient F (kernels.elasticity.deformation_gradie
     Cauchy stress       sigma = P F^T / J           (P: first Piola-Kirchhoff stress, J = det F)
     von Mises stress    sqrt(3/2 s:s),  s = sigma - tr(sigma)/3 I
     Green-Lagrange      E = (F^T F - I) / 2,  max principal = largest eigenvalue of E
-P is the stable Neo-Hookean stress (kernels.elasticity.snh_stress); a per-material law can replace
-that one call. Units follow the caller (surgtwin.sim: Pa).
+P is the element's own material law (kernels.materials.tet_stress: stable Neo-Hookean, co-rotational or
+Mooney-Rivlin). Units follow the caller (surgtwin.sim: Pa).
 """
 import warp as wp
 
-from .elasticity import TetModel, deformation_gradient, snh_stress
+from .elasticity import TetModel, deformation_gradient
+from .materials import tet_stress
 
 
 @wp.func
@@ -33,7 +34,7 @@ def eval_tet_stress(m: TetModel, x: wp.array(dtype=wp.vec3d), von_mises_out: wp.
         max_principal_strain[e] = wp.float64(0.0)
         return
     f = deformation_gradient(x, m.tets[e], m.dm_inv[e])
-    p = snh_stress(f, m.mu[e], m.lam[e])
+    p = tet_stress(f, m.law[e], m.params[e])
     tau = p @ wp.transpose(f)
     j = wp.determinant(f)
     sigma = tau
