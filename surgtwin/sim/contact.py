@@ -9,9 +9,10 @@
 Penalty stiffness per candidate node (boundary nodes by default) is ``stiffness`` [N/m], or by default
 ``stiffness_factor * E * h`` with E the node's mean Young's modulus and h = cbrt(nodal volume): a node
 pushed with the local elastic force of a unit strain penetrates 1/stiffness_factor of its element size.
-Friction (``friction`` = mu > 0): a stuck node is held to its stick anchor by a tangential spring of
-``tangential_ratio`` times the penalty stiffness; anchors are updated between solves/steps
-(``begin_step``), where a node whose friction force would exceed mu times its normal force slides.
+Friction (``friction`` = mu > 0): a node in contact is held to its stick anchor by a tangential spring of
+``tangential_ratio`` times the penalty stiffness whose force is capped at mu times the (lagged) normal
+force, beyond which it slides; anchors and normal forces are updated between solves/steps
+(``begin_step``).
 See kernels/contact.py for the formulas.
 """
 from __future__ import annotations
@@ -64,6 +65,7 @@ class ToolContact(Term):
         c.stick = wp.zeros(len(nodes), dtype=wp.int32, device=d)
         c.anchor_local = wp.zeros(len(nodes), dtype=wp.vec3d, device=d)
         c.normal_local = wp.zeros(len(nodes), dtype=wp.vec3d, device=d)
+        c.fn = wp.zeros(len(nodes), dtype=wp.float64, device=d)
         self.cset = c
         self._total = wp.zeros(1, dtype=wp.vec3d, device=d)
         self._count = wp.zeros(1, dtype=wp.int32, device=d)
@@ -73,16 +75,16 @@ class ToolContact(Term):
                   device=self.model.device)
 
     def add_energy(self, x, e, load_scale=1.0):
-        self._launch(kc.eval_contact_energy, self.kt, x, e)
+        self._launch(kc.eval_contact_energy, self.kt, self.mu, x, e)
 
     def add_forces(self, x, f, load_scale=1.0):
-        self._launch(kc.eval_contact_forces, self.kt, x, f, self._total)
+        self._launch(kc.eval_contact_forces, self.kt, self.mu, x, f, self._total)
 
     def add_hessian_product(self, x, v, out):
-        self._launch(kc.eval_contact_hessian_product, self.kt, x, v, out)
+        self._launch(kc.eval_contact_hessian_product, self.kt, self.mu, x, v, out)
 
     def add_diagonal(self, x, diag):
-        self._launch(kc.eval_contact_diagonal, self.kt, x, diag)
+        self._launch(kc.eval_contact_diagonal, self.kt, self.mu, x, diag)
 
     def begin_step(self, x):
         """Update stick anchors (friction) at positions x; no-op without friction."""
