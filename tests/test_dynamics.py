@@ -191,3 +191,22 @@ def test_nan_state_fails_with_reason(device):
     inv = model.spec.points.copy()
     inv[:, 2] *= -1.0                                     # mirrored: every element inverted
     assert element_health(model, model.state(inv).x)[0] == len(model.spec.tets)
+
+
+def test_quasi_static_cuts_back_a_step_that_fails(device):
+    """A large prescribed shear + compression in one increment does not converge (Newton capped at 5
+    iterations); the step is cut back into smaller increments and ends converged without inversion,
+    and without cut-backs it fails with the reason."""
+    model = block_model(device, gravity=(0, 0, 0), fixed=lambda p: (p[:, 2] < 1e-12) | (p[:, 2] > 0.03 - 1e-12))
+    pts = model.spec.points
+    top = np.flatnonzero(pts[:, 2] > 0.03 - 1e-12)
+    control = Control(model)
+    control.prescribe(top, pts[top] + [0.012, 0.0, -0.012])
+    with pytest.raises(SolverError, match="after 0 cut-backs: Newton stopped"):
+        QuasiStaticSolver(model, newton_max_iter=5, max_cutbacks=0, tol=1e-8).step(model.state(), model.state(),
+                                                                                    control)
+    state = model.state()
+    rep = QuasiStaticSolver(model, newton_max_iter=5, max_cutbacks=6, tol=1e-8).step(state, state, control)
+    assert rep.cutbacks >= 1 and rep.increments >= 2 and rep.inverted == 0
+    assert rep.relative_residual <= 1e-8
+    assert np.abs(state.positions()[top] - (pts[top] + [0.012, 0.0, -0.012])).max() < 1e-15
