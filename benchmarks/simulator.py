@@ -7,8 +7,9 @@ The phantom liver (surgtwin phantom, liver label) is meshed at each element size
 (E = 6 kPa, nu = 0.47, rho = 1060 kg/m^3, assets/tissues.json); load: gravity -z with the superior 10 % of
 the nodes fixed (a hanging liver: the same model in both codes, which have no support springs in common).
 Columns:
-  static 1%     wall time of a fresh Newton-PCG solve (one load step) at the loosest tolerance whose
-                displacement is within 1 % of a tightly converged reference (rel. residual 1e-10, 3 steps)
+  static 1%     wall time of the fastest fresh Newton-PCG solve (1 or 2 gravity steps, residual tolerance
+                1e-2 .. 1e-4) whose displacement is within 1 % of a tightly converged reference
+                (rel. residual 1e-10, 3 steps)
   static full   the default solve (rel. residual 1e-6, 3 gravity steps)
   BE step       one backward-Euler step of 10 ms from rest
   explicit      time per central-difference sub-step at the stable step, element-steps per second, and
@@ -41,6 +42,7 @@ if hasattr(wp, "LOG_WARNING"):
 else:
     wp.config.quiet = True
 
+from surgtwin.errors import SurgtwinError  # noqa: E402
 from surgtwin.sim import (ExplicitSolver, ImplicitEulerSolver, ModelSpec, StaticSolver,  # noqa: E402
                           lame_parameters)
 
@@ -91,15 +93,19 @@ def bench_size(size_mm, labels, device, bandwidth, newton_python, newton_budget)
     u_ref = np.linalg.norm(x_ref - points)
     row["reference"] = {"seconds": t_ref, "newton": rep.newton_iterations, "cg": rep.cg_iterations,
                         "max_displacement_mm": float(np.linalg.norm(x_ref - points, axis=1).max() * 1e3)}
-    # quasi-static to 1 %
-    for tol in (1e-2, 1e-3, 1e-4, 1e-5):
+    # quasi-static to 1 %: the fastest (load steps, tolerance) whose displacement is within 1 %
+    for steps, tol in ((1, 1e-2), (2, 1e-2), (1, 1e-3), (2, 1e-3), (2, 1e-4)):
         st = model.state()
-        t, rep = timed(lambda: StaticSolver(model, tol=tol).solve(st), device)
+        try:
+            t, rep = timed(lambda: StaticSolver(model, tol=tol).solve_ramped(st, steps), device)
+        except SurgtwinError:
+            continue
         err = float(np.linalg.norm(st.positions() - x_ref) / u_ref)
         if err <= 0.01:
-            row["static_1pct"] = {"seconds": t, "tol": tol, "rel_error": err, "newton": rep.newton_iterations,
-                                  "cg": rep.cg_iterations}
-            break
+            best = row.get("static_1pct")
+            if best is None or t < best["seconds"]:
+                row["static_1pct"] = {"seconds": t, "load_steps": steps, "tol": tol, "rel_error": err,
+                                      "newton": rep.newton_iterations, "cg": rep.cg_iterations}
     st = model.state()
     t, rep = timed(lambda: StaticSolver(model).solve_ramped(st, 3), device)
     row["static_full"] = {"seconds": t, "newton": rep.newton_iterations, "cg": rep.cg_iterations}

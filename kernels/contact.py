@@ -141,7 +141,8 @@ def friction_offset(tools: ToolSet, t: int, c: ContactSet, j: int, x: wp.vec3d):
 
 
 @wp.kernel
-def eval_contact_energy(tools: ToolSet, t: int, c: ContactSet, kt: wp.float64, mu: wp.float64, x: wp.array(dtype=wp.vec3d),
+def eval_contact_energy(tools: ToolSet, t: int, c: ContactSet, kt: wp.float64, mu: wp.float64,
+                        x: wp.array(dtype=wp.vec3d),
                         energy: wp.array(dtype=wp.float64)):
     j = wp.tid()
     xi = x[c.nodes[j]]
@@ -163,7 +164,8 @@ def eval_contact_energy(tools: ToolSet, t: int, c: ContactSet, kt: wp.float64, m
 
 
 @wp.kernel
-def eval_contact_forces(tools: ToolSet, t: int, c: ContactSet, kt: wp.float64, mu: wp.float64, x: wp.array(dtype=wp.vec3d),
+def eval_contact_forces(tools: ToolSet, t: int, c: ContactSet, kt: wp.float64, mu: wp.float64,
+                        x: wp.array(dtype=wp.vec3d),
                         forces: wp.array(dtype=wp.vec3d), total: wp.array(dtype=wp.vec3d)):
     """forces[node] += contact force on the tissue; total[0] += the same (the tool's push on the tissue)."""
     j = wp.tid()
@@ -213,7 +215,8 @@ def eval_contact_hessian_product(tools: ToolSet, t: int, c: ContactSet, kt: wp.f
 
 
 @wp.kernel
-def eval_contact_diagonal(tools: ToolSet, t: int, c: ContactSet, kt: wp.float64, mu: wp.float64, x: wp.array(dtype=wp.vec3d),
+def eval_contact_diagonal(tools: ToolSet, t: int, c: ContactSet, kt: wp.float64, mu: wp.float64,
+                          x: wp.array(dtype=wp.vec3d),
                           diag: wp.array(dtype=wp.vec3d)):
     j = wp.tid()
     i = c.nodes[j]

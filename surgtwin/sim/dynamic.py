@@ -102,8 +102,8 @@ class ImplicitEulerSolver:
             return False, f"{nan} element(s) with non-finite positions", rep
         if inv > inverted_before:
             return False, f"{inv} inverted element(s) (had {inverted_before})", rep
-        wp.launch(ki.finite_difference_velocity, dim=m.node_count, inputs=[x, x_cur, 1.0 / h, ensure_velocity(state_out)],
-                  device=m.device)
+        wp.launch(ki.finite_difference_velocity, dim=m.node_count,
+                  inputs=[x, x_cur, 1.0 / h, ensure_velocity(state_out)], device=m.device)
         return True, "", rep
 
     def step(self, state_in: State, state_out: State, control: Control | None, dt: float) -> StepReport:

@@ -6,7 +6,8 @@ G = sum_a g_a g_a^T (3x3), so the largest element frequency obeys omega_e^2 <= (
     dt_e = 2 / omega_e = L_e / c_e,   L_e = sqrt((lambda + 2 mu) / (2 mu G_max + lambda tr G)),
 c_e = sqrt((lambda + 2 mu) / rho_e) the dilatational wave speed. By the element eigenvalue inequality
 (Irons & Treharne) dt_crit >= min_e dt_e for the assembled mesh. For a regular tet of edge a the bound is
-exact: dt_e = a / sqrt((6 lambda + 4 mu) / rho). Node springs (support springs, attachments, contact penalties) add k/m to omega^2.
+exact: dt_e = a / sqrt((6 lambda + 4 mu) / rho). Node springs (support springs, attachments, contact
+penalties) add k/m to omega^2.
 The solver runs at ``safety`` (default 0.9, room for stiffening under large strain) times that step and
 refuses a larger requested step. Mass scaling raises the density of the elements that limit the step
 (to reach ``mass_scaling_dt``) without changing gravity loads.
