@@ -15,9 +15,9 @@ from .contact import ToolContact  # noqa: E402
 from .control import Capsule, Control, Plane, Sphere, TriangleMeshTool  # noqa: E402
 from .dynamic import ImplicitEulerSolver, Inertia  # noqa: E402
 from .explicit import ExplicitSolver, element_time_steps, stable_time_step  # noqa: E402
-from .loads import Attachments, SurfacePressure, boundary_faces, boundary_nodes  # noqa: E402
+from .loads import Attachments, Rollers, SurfacePressure, boundary_faces, boundary_nodes  # noqa: E402
 from .stepping import QuasiStaticSolver, StepReport, element_health  # noqa: E402
 
-__all__ += ["Attachments", "Capsule", "Control", "ExplicitSolver", "ImplicitEulerSolver", "Inertia", "Plane",
+__all__ += ["Attachments", "Rollers", "Capsule", "Control", "ExplicitSolver", "ImplicitEulerSolver", "Inertia", "Plane",
             "QuasiStaticSolver", "Sphere", "StepReport", "SurfacePressure", "ToolContact", "TriangleMeshTool",
             "boundary_faces", "boundary_nodes", "element_health", "element_time_steps", "stable_time_step"]

@@ -31,7 +31,7 @@ from ..errors import SolverError
 from .control import Control
 from .model import Model, State, lame_parameters
 from .static import StaticSolver
-from .stepping import StepReport, element_health, ensure_velocity
+from .stepping import StepReport, begin_terms, element_health, ensure_velocity
 from .terms import Term
 
 
@@ -132,8 +132,7 @@ class ExplicitSolver:
                       inputs=[self._f, self.mass, m.free, damping, h, self._x, self._v], device=m.device)
             if control is not None:
                 control.advance(self._x, (k + 1) / count)
-            for term in self.terms:
-                term.begin_step(self._x)
+            begin_terms(self.terms, self._x)
         self._bad.zero_()
         wp.launch(ki.check_elements, dim=len(m.spec.tets), inputs=[m.elements, self._x, 0.0, self._bad],
                   device=m.device)
