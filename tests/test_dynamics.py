@@ -238,3 +238,17 @@ def test_explicit_with_tool_contact_relaxes_to_quasi_static(device):
     u = np.linalg.norm(xs - model.spec.points)
     assert np.linalg.norm(xe - xs) <= 1e-3 * u
     assert fs[2] < 0 and np.allclose(fe, fs, rtol=1e-3, atol=1e-3 * abs(fs[2]))
+
+
+def test_implicit_step_is_split_when_a_solve_fails(device):
+    model = block_model(device, gravity=(0, 0, 0), fixed=lambda p: (p[:, 2] < 1e-12) | (p[:, 2] > 0.03 - 1e-12))
+    pts = model.spec.points
+    top = np.flatnonzero(pts[:, 2] > 0.03 - 1e-12)
+    control = Control(model)
+    control.prescribe(top, pts[top] + [0.012, 0.0, -0.012])
+    with pytest.raises(SolverError, match="implicit step failed"):
+        ImplicitEulerSolver(model, newton_max_iter=4, max_cutbacks=0).step(model.state(), model.state(), control, 1.0)
+    state = model.state()
+    rep = ImplicitEulerSolver(model, newton_max_iter=4, max_cutbacks=8).step(state, state, control, 1.0)
+    assert rep.cutbacks >= 1 and rep.increments >= 2 and rep.inverted == 0
+    assert np.abs(state.positions()[top] - (pts[top] + [0.012, 0.0, -0.012])).max() < 1e-15
