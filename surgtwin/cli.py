@@ -312,10 +312,10 @@ def cmd_verify(args, cfg):
     from dataclasses import asdict
 
     from .fileio import write_json
-    from .verify import format_table, run_all
+    from .verify import format_table, run_full
 
     with _run_folder("verify", args.out, cfg) as run:
-        results = run_all(device=args.device)
+        results = run_full(device=args.device)
         write_json(run / "verify.json", {"device": args.device, "results": [asdict(r) for r in results]})
         print(format_table(results))
     failed = [r.name for r in results if not r.passed]

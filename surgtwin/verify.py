@@ -438,3 +438,107 @@ def format_table(results) -> str:
     n_pass = sum(r.passed for r in results)
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows),
                       f"{n_pass}/{len(results)} passed"])
+
+
+# ================================================================ contact and dynamics (loads/contact/dynamics issue)
+def _graded_axis(h0: float, ratio: float, extent: float, core: float) -> np.ndarray:
+    """0 .. extent: cells of h0 up to ``core``, then each ``ratio`` times the previous."""
+    xs, h = [0.0], h0
+    while xs[-1] < extent - 1e-12 * extent:
+        if xs[-1] >= core * (1 - 1e-12):
+            h *= ratio
+        xs.append(min(extent, xs[-1] + h))
+    return np.array(xs)
+
+
+def hertz_model(a_over_h: float, *, device="cpu", radius=0.01, depth_ratio=0.001, youngs=E_PA, poisson=0.3,
+                extent=60.0, core=4.0, ratio=1.5):
+    """Quarter of a half-space-like block (symmetry planes x = 0, y = 0 held by rollers) under a rigid sphere.
+
+    Contact radius a = sqrt(R d); cells of a / a_over_h up to core * a, then graded by ``ratio`` out to
+    extent * a (sides free, bottom fixed). Returns (model, control, tool index, contact term, terms, d)."""
+    from surgtwin.sim import Control, Sphere, ToolContact
+    from surgtwin.sim.blocks import kuhn_tets, orient_positive
+    from surgtwin.sim.contact import default_contact_stiffness
+    from surgtwin.sim.loads import Rollers
+
+    d = depth_ratio * radius
+    a = np.sqrt(radius * d)
+    r = _graded_axis(a / a_over_h, ratio, extent * a, core * a)
+    z = -r[::-1]
+    pts = np.stack(np.meshgrid(r, r, z, indexing="ij"), -1).reshape(-1, 3)
+    tets, _ = orient_positive(pts, kuhn_tets((len(r), len(r), len(z))))
+    spec = ModelSpec(pts, tets, 1, youngs, poisson, RHO, pts[:, 2] < z[0] + 1e-12 * a, 0.0)
+    model = spec.finalize(device)
+    control = Control(model)
+    tool = control.add_tool(Sphere(radius), [0.0, 0.0, radius])
+    contact = ToolContact(model, control, tool, nodes=np.flatnonzero(pts[:, 2] > -1e-12 * a))
+    terms = [contact]
+    for axis in (0, 1):
+        nodes = np.flatnonzero(np.abs(pts[:, axis]) < 1e-12 * a)
+        normal = np.eye(3)[axis]
+        terms.append(Rollers(model, nodes, normal, default_contact_stiffness(model, nodes, 100.0), offset=0.0))
+    return model, control, tool, contact, terms, d
+
+
+def hertz_indentation(*, device: str = "cpu", levels=(2.0, 4.0), tolerances=(0.10, 0.05),
+                      radius=0.01, depth_ratio=0.001, poisson=0.3, extent=60.0) -> list[VerifyResult]:
+    """Rigid sphere (R = 10 mm) pressed d = R/1000 into a quarter block: F = 4/3 E* sqrt(R) d^1.5,
+    E* = E / (1 - nu^2). Frictionless penalty contact on the top nodes; the error falls as O(h) with the
+    element size h under the contact (a / h = ``levels``), the finest must be within 5 %."""
+    from surgtwin.sim import QuasiStaticSolver
+
+    e_star = E_PA / (1.0 - poisson ** 2)
+    ref = 4.0 / 3.0 * e_star * np.sqrt(radius) * (depth_ratio * radius) ** 1.5
+    out = []
+    for level, tol in zip(levels, tolerances):
+        model, control, tool, contact, terms, d = hertz_model(level, device=device, radius=radius,
+                                                              depth_ratio=depth_ratio, poisson=poisson,
+                                                              extent=extent)
+        solver = QuasiStaticSolver(model, extra_terms=terms, increments=2, tol=1e-7)
+        state = model.state()
+        control.set_tool_pose(tool, [0.0, 0.0, radius - d])
+        rep = solver.step(state, state, control)
+        force = -4.0 * contact.force(state.x)[2]
+        out.append(_compare(f"hertz_a/h{level:g}", "indentation force [N]", force, ref, tol,
+                            note=f"{model.tet_count} tets (quarter), nu={poisson}, d/R={depth_ratio:g}, "
+                                 f"newton={rep.newton_iterations}", valid=rep.inverted == 0))
+    return out
+
+
+def dynamics_consistency(*, device: str = "cpu") -> list[VerifyResult]:
+    """Explicit dynamics: the stable step of a regular tet equals its exact critical step (2/omega_max of the
+    lumped-mass eigenproblem, a / sqrt((6 lambda + 4 mu)/rho)); dynamic relaxation of a block under gravity
+    lands on the static solver's equilibrium."""
+    from surgtwin.sim import ExplicitSolver, element_time_steps
+
+    out = []
+    a = 0.01
+    reg = np.array([[0, 0, 0], [a, 0, 0], [a / 2, a * np.sqrt(3) / 2, 0], [a / 2, a * np.sqrt(3) / 6, a * np.sqrt(2 / 3)]])
+    model, _ = _build(reg, TET, device)
+    mu, lam = (float(v) for v in lame_parameters(E_PA, NU))
+    out.append(_compare("stable_dt_regular_tet", "stable time step [s]", element_time_steps(model)[0],
+                        a / np.sqrt((6 * lam + 4 * mu) / RHO), 1e-12, note="Irons bound, exact for a regular tet"))
+    pts, tets = box_mesh((3, 3, 3), (0.03, 0.03, 0.03))
+    model, solver = _build(pts, tets, device, fixed=pts[:, 2] < 1e-12, gravity=(0, 0, -9.81), tol=1e-10)
+    state = model.state()
+    rep = solver.solve(state)
+    x_static = state.positions()
+    relaxed = model.state()
+    dr = ExplicitSolver(model).relax(relaxed, tol=1e-7)
+    u = np.linalg.norm(x_static - pts)
+    out.append(_compare("dynamic_relaxation", "|x_DR - x_static| / |u|", np.linalg.norm(relaxed.positions() - x_static),
+                        0.0, 1e-3, scale=u, note=f"{dr.increments} explicit sub-steps", valid=rep.converged))
+    return out
+
+
+CASES = CASES + (dynamics_consistency,)
+SLOW_CASES = (hertz_indentation,)
+
+
+def run_full(device: str = "cpu") -> list[VerifyResult]:
+    """run_all plus the slow cases (Hertz indentation on ~150k tets in all, ~1 min on a laptop CPU)."""
+    results = run_all(device)
+    for case in SLOW_CASES:
+        results += case(device=device)
+    return results

@@ -193,12 +193,13 @@ class Model:
 
 @dataclass
 class State:
-    """Mutable simulation state: node positions [m] on the model's device."""
+    """Mutable simulation state: node positions [m] (and, for dynamics, velocities v [m/s]) on the device."""
 
     x: wp.array
+    v: wp.array | None = None
 
     def positions(self) -> np.ndarray:
         return self.x.numpy().astype(np.float64)
 
     def copy(self) -> "State":
-        return State(wp.clone(self.x))
+        return State(wp.clone(self.x), None if self.v is None else wp.clone(self.v))

@@ -5,6 +5,7 @@ A term adds its contribution to the total potential at positions x [m]:
     add_forces(x, f, load_scale)        f += -dE/dx [N]
     add_hessian_product(x, v, out)      out += d^2E/dx^2 v
     add_diagonal(x, diag)               diag += diagonal of d^2E/dx^2 (>= 0, for Jacobi)
+    begin_step(x)                       optional: update lagged state (friction anchors) between solves
 ``load_scale`` ramps external loads (gravity); internal terms ignore it. Solvers (static, dynamic,
 explicit) sum a list of terms, so new physics (contact, pressure, attachments) is one new class here
 or beside it, and no solver changes.
@@ -45,6 +46,9 @@ class Term:
 
     def add_diagonal(self, x, diag):
         pass
+
+    def begin_step(self, x):
+        """Called by solvers before each solve/step at positions x (e.g. friction anchor updates)."""
 
 
 class Elasticity(Term):

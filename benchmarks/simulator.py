@@ -1,0 +1,202 @@
+"""Simulator benchmark: static, implicit and explicit solvers on the phantom liver, and NVIDIA Newton's VBD.
+
+    python benchmarks/simulator.py                                  # sizes ~10k, 40k, 100k tets, CPU
+    python benchmarks/simulator.py --sizes-mm 9.6,6 --newton-python /tmp/nvenv/bin/python
+
+The phantom liver (surgtwin phantom, liver label) is meshed at each element size; material: liver
+(E = 6 kPa, nu = 0.47, rho = 1060 kg/m^3, assets/tissues.json); load: gravity -z with the superior 10 % of
+the nodes fixed (a hanging liver: the same model in both codes, which have no support springs in common).
+Columns:
+  static 1%     wall time of the fastest fresh Newton-PCG solve (1 or 2 gravity steps, residual tolerance
+                1e-2 .. 1e-4) whose displacement is within 1 % of a tightly converged reference
+                (rel. residual 1e-10, 3 steps)
+  static full   the default solve (rel. residual 1e-6, 3 gravity steps)
+  BE step       one backward-Euler step of 10 ms from rest
+  explicit      time per central-difference sub-step at the stable step, element-steps per second, and
+                the ratio to a copy roofline: bytes per sub-step from the model below divided by the copy
+                bandwidth measured in the same run (wp.copy of 64 MB on the device).
+Bytes per explicit sub-step (float64, each array touched once): per element tets 16 + Dm^-1 72 + volume,
+mu, lambda 24 + alive 4 = 116 B; per node positions 24 + force zero/accumulate/read 72 + mass, free 16 +
+x, v read/write 96 + gravity/spring term 56 = 264 B.
+Newton VBD runs in its own virtual environment (``--newton-python``; it pins its own warp-lang) as a
+subprocess on the same mesh, stepping dt = 1/60 s, 10 iterations, until within 1 % of the same reference.
+Warp's CPU kernels run on one thread: every figure here uses one core. Writes
+benchmarks/results/simulator-<device>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import warp as wp
+
+if hasattr(wp, "LOG_WARNING"):
+    wp.config.log_level = wp.LOG_WARNING
+else:
+    wp.config.quiet = True
+
+from surgtwin.errors import SurgtwinError  # noqa: E402
+from surgtwin.sim import (ExplicitSolver, ImplicitEulerSolver, ModelSpec, StaticSolver,  # noqa: E402
+                          lame_parameters)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+E_PA, NU, RHO = 6000.0, 0.47, 1060.0
+BYTES_PER_ELEMENT, BYTES_PER_NODE = 116, 264
+
+
+def liver_mesh(size_mm: float, labels):
+    from surgtwin.mesh import TetMesh
+
+    mesh = TetMesh.from_labelmap(labels, ["liver"], size_mm=size_mm, organ="liver")
+    return np.asarray(mesh.points, np.float64) * 1e-3, np.asarray(mesh.tets, np.int64)
+
+
+def build(points, tets, device):
+    z = points[:, 2]
+    fixed = z >= z.max() - 0.1 * np.ptp(z)
+    spec = ModelSpec(points, tets, 1, E_PA, NU, RHO, fixed, 0.0, gravity=[0.0, 0.0, -9.81])
+    return spec.finalize(device)
+
+
+def timed(fn, device):
+    wp.synchronize_device(device)
+    t = time.perf_counter()
+    out = fn()
+    wp.synchronize_device(device)
+    return time.perf_counter() - t, out
+
+
+def copy_bandwidth(device) -> float:
+    """Bytes per second of wp.copy between two 64 MB float64 arrays (read + write counted)."""
+    n = 8 * 1024 * 1024
+    a = wp.ones(n, dtype=wp.float64, device=device)
+    b = wp.zeros(n, dtype=wp.float64, device=device)
+    wp.copy(b, a)
+    ts = [timed(lambda: wp.copy(b, a), device)[0] for _ in range(5)]
+    return 2 * 8 * n / float(np.median(ts))
+
+
+def bench_size(size_mm, labels, device, bandwidth, newton_python, newton_budget):
+    points, tets = liver_mesh(size_mm, labels)
+    model = build(points, tets, device)
+    row = {"size_mm": size_mm, "tets": model.tet_count, "nodes": model.node_count, "device": device}
+    ref = model.state()
+    t_ref, rep = timed(lambda: StaticSolver(model, tol=1e-10).solve_ramped(ref, 3), device)
+    x_ref = ref.positions()
+    u_ref = np.linalg.norm(x_ref - points)
+    row["reference"] = {"seconds": t_ref, "newton": rep.newton_iterations, "cg": rep.cg_iterations,
+                        "max_displacement_mm": float(np.linalg.norm(x_ref - points, axis=1).max() * 1e3)}
+    # quasi-static to 1 %: the fastest (load steps, tolerance) whose displacement is within 1 %
+    for steps, tol in ((1, 1e-2), (2, 1e-2), (1, 1e-3), (2, 1e-3), (2, 1e-4)):
+        st = model.state()
+        try:
+            t, rep = timed(lambda: StaticSolver(model, tol=tol).solve_ramped(st, steps), device)
+        except SurgtwinError:
+            continue
+        err = float(np.linalg.norm(st.positions() - x_ref) / u_ref)
+        if err <= 0.01:
+            best = row.get("static_1pct")
+            if best is None or t < best["seconds"]:
+                row["static_1pct"] = {"seconds": t, "load_steps": steps, "tol": tol, "rel_error": err,
+                                      "newton": rep.newton_iterations, "cg": rep.cg_iterations}
+    st = model.state()
+    t, rep = timed(lambda: StaticSolver(model).solve_ramped(st, 3), device)
+    row["static_full"] = {"seconds": t, "newton": rep.newton_iterations, "cg": rep.cg_iterations}
+    # implicit backward Euler
+    be = ImplicitEulerSolver(model)
+    st = model.state()
+    t, rep = timed(lambda: be.step(st, st, None, 0.01), device)
+    row["implicit_step"] = {"seconds": t, "dt": 0.01, "newton": rep.newton_iterations, "cg": rep.cg_iterations}
+    # explicit central difference
+    ex = ExplicitSolver(model)
+    st = model.state()
+    ex.step(st, st, None, 5 * ex.dt)                      # warm up (and graph capture on CUDA)
+    count = 200 if model.tet_count < 50_000 else 50
+    t, _ = timed(lambda: ex.step(st, st, None, count * ex.dt), device)
+    sub = t / count
+    bytes_step = BYTES_PER_ELEMENT * model.tet_count + BYTES_PER_NODE * model.node_count
+    row["explicit"] = {"dt_stable_s": ex.dt_stable, "substep_ms": sub * 1e3,
+                       "element_steps_per_s": model.tet_count / sub, "bytes_per_substep": bytes_step,
+                       "roofline_ms": bytes_step / bandwidth * 1e3, "ratio_to_roofline": sub * bandwidth / bytes_step}
+    if newton_python:
+        row["newton_vbd"] = run_newton(newton_python, points, tets, model, x_ref, device, newton_budget)
+    return row
+
+
+def run_newton(python, points, tets, model, x_ref, device, budget):
+    mu, lam = (float(v) for v in lame_parameters(E_PA, NU))
+    script = Path(__file__).resolve().parent / "newton_vbd.py"
+    with tempfile.TemporaryDirectory() as tmp:
+        case, out = Path(tmp) / "case.npz", Path(tmp) / "out.json"
+        np.savez(case, points=points, tets=tets, fixed=model.spec.fixed, gravity=model.spec.gravity,
+                 mu=mu, lam=lam, density=RHO, reference=x_ref)
+        try:
+            proc = subprocess.run([python, str(script), str(case), str(out), "--device", device,
+                                   "--budget-s", str(budget)], capture_output=True, text=True,
+                                  timeout=budget + 600)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return {"error": f"could not run Newton: {err}"}
+        if proc.returncode != 0 or not out.exists():
+            return {"error": "Newton run failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]}
+        return json.loads(out.read_text())
+
+
+def print_table(rows):
+    head = (f"{'tets':>8} {'static 1% [s]':>13} {'static full [s]':>15} {'BE step [s]':>11} "
+            f"{'expl. [ms]':>10} {'Melem-steps/s':>13} {'x roofline':>10} {'VBD step [ms]':>13} {'VBD to 1% [s]':>13}")
+    print(head)
+    for r in rows:
+        nv = r.get("newton_vbd", {})
+        vbd_step = f"{nv['step_ms_median']:.1f}" if nv.get("step_ms_median") else "-"
+        vbd_1 = (f"{nv['time_to_1pct_s']:.1f}" if nv.get("time_to_1pct_s") else
+                 (f">{nv['wall_s']:.0f} ({nv['final_rel_error']:.0%})" if nv.get("wall_s") else "-"))
+        s1 = r.get("static_1pct", {}).get("seconds")
+        print(f"{r['tets']:>8} {s1 if s1 is None else round(s1, 2):>13} {r['static_full']['seconds']:>15.2f} "
+              f"{r['implicit_step']['seconds']:>11.2f} {r['explicit']['substep_ms']:>10.2f} "
+              f"{r['explicit']['element_steps_per_s'] / 1e6:>13.1f} {r['explicit']['ratio_to_roofline']:>10.1f} "
+              f"{vbd_step:>13} {vbd_1:>13}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--sizes-mm", default="9.6,6,4.4", help="liver element sizes [mm] (~10k, 40k, 100k tets)")
+    ap.add_argument("--newton-python", default=os.environ.get("NEWTON_PYTHON"),
+                    help="python of a virtual environment with `newton` installed (none: Newton is skipped)")
+    ap.add_argument("--newton-budget-s", type=float, default=60.0, help="wall-time budget per Newton run")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    wp.init()
+    from surgtwin.config import PhantomConfig
+    from surgtwin.phantom import make_phantom
+
+    _, labels = make_phantom(PhantomConfig())
+    bandwidth = copy_bandwidth(args.device)
+    rows = []
+    for s in (float(v) for v in args.sizes_mm.split(",")):
+        rows.append(bench_size(s, labels, args.device, bandwidth, args.newton_python, args.newton_budget_s))
+        print_table(rows[-1:])
+    print()
+    print_table(rows)
+    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "cpu_count": os.cpu_count(), "warp": wp.__version__},
+              "copy_bandwidth_GB_s": bandwidth / 1e9, "material": {"E": E_PA, "nu": NU, "rho": RHO},
+              "bytes_model": {"per_element": BYTES_PER_ELEMENT, "per_node": BYTES_PER_NODE}, "rows": rows}
+    if not args.newton_python:
+        result["newton_vbd"] = "not run: pass --newton-python (a venv with `pip install newton`)"
+    path = args.json or RESULTS / f"simulator-{args.device}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
