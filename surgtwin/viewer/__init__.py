@@ -1,0 +1,46 @@
+"""The desktop viewer: ``surgtwin view [CASE or RUN]``.
+
+``view`` opens the Qt rehearsal application (``app.py``; needs the ``viewer`` extra: pyvistaqt +
+PySide6) or, where Qt is not installed, the plain PyVista window (``legacy.py``). With
+``screenshot`` it renders the run off-screen to a PNG (no display needed).
+Qt-free parts (``session``, ``steps``, ``overlays``, ``scene``, ``recording``) are usable on their own.
+"""
+from __future__ import annotations
+
+from .legacy import view as view_static
+
+
+def qt_available() -> str | None:
+    """None when the Qt viewer can be imported, else the reason it cannot."""
+    try:
+        import pyvistaqt  # noqa: F401
+        from PySide6 import QtWidgets  # noqa: F401
+    except ImportError as exc:
+        return (f"the Qt viewer needs the 'viewer' extra ({exc.name or exc} is missing): "
+                "pip install 'surgtwin[viewer]'")
+    return None
+
+
+def view(target=None, *, overlay: str = "shift_mm", screenshot=None, cfg=None, fallback_message=print):
+    """Open ``target`` (run folder, case folder, or None for the phantom).
+
+    With ``screenshot`` (PNG path) the run is rendered off-screen by the plain PyVista path and the
+    path is returned. Otherwise the Qt application runs until its window closes; when Qt is missing
+    the plain window opens on a run folder after ``fallback_message`` says why.
+    """
+    if screenshot is not None:
+        return view_static(target, overlay=overlay, screenshot=screenshot)
+    reason = qt_available()
+    if reason is not None:
+        if target is None:
+            from ..errors import InputError
+
+            raise InputError(reason)
+        fallback_message(f"{reason}; opening the plain PyVista window instead")
+        return view_static(target, overlay=overlay)
+    from .app import run_app
+
+    return run_app(target, cfg=cfg, overlay=overlay)
+
+
+__all__ = ["view", "view_static", "qt_available"]
