@@ -12,9 +12,11 @@ from .legacy import view as view_static
 
 def qt_available() -> str | None:
     """None when the Qt viewer can be imported, else the reason it cannot."""
+    import importlib
+
     try:
-        import pyvistaqt  # noqa: F401
-        from PySide6 import QtWidgets  # noqa: F401
+        for module in ("PySide6.QtWidgets", "pyvistaqt"):
+            importlib.import_module(module)
     except ImportError as exc:
         return (f"the Qt viewer needs the 'viewer' extra ({exc.name or exc} is missing): "
                 "pip install 'surgtwin[viewer]'")
@@ -28,8 +30,10 @@ def view(target=None, *, overlay: str = "shift_mm", screenshot=None, cfg=None, f
     path is returned. Otherwise the Qt application runs until its window closes; when Qt is missing
     the plain window opens on a run folder after ``fallback_message`` says why.
     """
+    static_overlay = {"displacement": "shift_mm", "strain": "max_principal_strain", "distance": "risk",
+                      "margin": "risk", "none": "risk"}.get(overlay, overlay)
     if screenshot is not None:
-        return view_static(target, overlay=overlay, screenshot=screenshot)
+        return view_static(target, overlay=static_overlay, screenshot=screenshot)
     reason = qt_available()
     if reason is not None:
         if target is None:
@@ -37,7 +41,7 @@ def view(target=None, *, overlay: str = "shift_mm", screenshot=None, cfg=None, f
 
             raise InputError(reason)
         fallback_message(f"{reason}; opening the plain PyVista window instead")
-        return view_static(target, overlay=overlay)
+        return view_static(target, overlay=static_overlay)
     from .app import run_app
 
     return run_app(target, cfg=cfg, overlay=overlay)
