@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--labels", type=Path, help="label map the mesh came from (for boundary.fix_near)")
     add("report", "(re)render report.html and images of a simulated run folder (report.* overrides apply)",
         inputs=[("run", "run folder from 'surgtwin run' or 'surgtwin simulate'")], out=False)
-    sp = add("view", "rehearsal viewer (Qt): a run folder, a case folder (labels.nii.gz [+ ct.nii.gz]) or, with no "
+    sp = add("view", "rehearsal viewer (Qt 3D window): a run folder, a case folder (labels.nii.gz [+ ct.nii.gz]) or, with no "
              "argument, the phantom; --screenshot renders a run off-screen to a PNG instead",
              inputs=[("run", "run or case folder (default: the built-in phantom)", {"nargs": "?"})], out=False)
     sp.add_argument("--overlay", choices=["shift_mm", "risk", "max_principal_strain", "displacement", "strain",

@@ -23,6 +23,15 @@ def qt_available() -> str | None:
     return None
 
 
+def has_display() -> bool:
+    """Whether Qt can open a window here (an X/Wayland display, or a Qt platform chosen explicitly)."""
+    import os
+
+    if os.name != "posix" or os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def view(target=None, *, overlay: str = "shift_mm", screenshot=None, cfg=None, fallback_message=print):
     """Open ``target`` (run folder, case folder, or None for the phantom).
 
@@ -42,9 +51,20 @@ def view(target=None, *, overlay: str = "shift_mm", screenshot=None, cfg=None, f
             raise InputError(reason)
         fallback_message(f"{reason}; opening the plain PyVista window instead")
         return view_static(target, overlay=static_overlay)
+    from pathlib import Path
+
+    if target is not None and not Path(target).is_dir():
+        from ..errors import InputError
+
+        raise InputError(f"no such run or case folder: {target}")
+    if not has_display():
+        from ..errors import InputError
+
+        raise InputError("no display to open the viewer on: run it on a desktop, under Xvfb "
+                         "(xvfb-run -a surgtwin view …), or render a run with --screenshot FILE.png")
     from .app import run_app
 
     return run_app(target, cfg=cfg, overlay=overlay)
 
 
-__all__ = ["view", "view_static", "qt_available"]
+__all__ = ["view", "view_static", "qt_available", "has_display"]

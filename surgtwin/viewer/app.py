@@ -30,6 +30,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.plotter = QtInteractor(self, multi_samples=0, point_smoothing=False, line_smoothing=False,
                                     polygon_smoothing=False)
         self.setCentralWidget(self._central())
+        self.statusBar().showMessage("ready (F1: keyboard shortcuts)")
         self.scene = Scene(self.plotter, session)
         self.scene.set_overlay(overlay if overlay in OVERLAYS else "displacement")
         self.buffer = FrameBuffer()
