@@ -95,7 +95,20 @@ def main(run: str, out: str):
     win.screenshot(out / "strain.png")
     win.set_overlay("displacement")
 
+    # plane widget: through the tumour the plan is refused; moved 40 mm back from the removed side it is added
+    win.toggle_plane()
+    res["plane_through_tumour_refused"] = not win.add_resection()
+    res["plane_refusal_message"] = win.statusBar().currentMessage()
+    normal, origin = win.plane
+    win._plane_moved(normal, origin - 40.0 * normal / np.linalg.norm(normal))
+    res["plane_added"] = win.add_resection()
+    res["plane_step"] = dict(session.pending[-1]) if session.pending else {}
+    win.toggle_plane()
+    if res["plane_added"]:
+        session.pending.pop()
+
     # resection (sphere, 10 mm), run, then undo it
+    win.procedure.mode.setCurrentText("sphere")
     win.procedure.margin.setValue(10.0)
     res["resection_added"] = win.add_resection()
     win.start_job("run")

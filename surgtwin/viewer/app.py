@@ -300,6 +300,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _plane_moved(self, normal, origin):
         self.plane = (np.asarray(normal, float), np.asarray(origin, float))
+        if self.clip_on:  # the clipping plane follows the resection plane while both are shown
+            self.scene.set_clip(-self.plane[0], self.plane[1])
 
     def add_resection(self) -> bool:
         mode, margin = self.procedure.mode.currentText(), self.procedure.margin.value()
@@ -333,7 +335,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def toggle_clip(self):
         self.clip_on = not self.clip_on
-        if self.clip_on:
+        if self.clip_on and self.plane is not None:
+            self.scene.set_clip(-self.plane[0], self.plane[1])
+        elif self.clip_on:
             c = np.array(self.scene.organ_surface().center)
             self.scene.set_clip([0.0, 1.0, 0.0], c)  # anterior half away: see inside
         else:

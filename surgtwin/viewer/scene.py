@@ -30,6 +30,8 @@ class Scene:
         self.actors: dict[str, object] = {}
         self.meshes: dict[str, pv.PolyData] = {}
         self._ids: dict[str, tuple] = {}    # name -> (original point ids, original cell ids)
+        self._embedding: dict[str, tuple] = {}  # smooth surfaces carried by the tets: (nodes, weights, cell)
+        self._full: dict[str, pv.PolyData] = {}
         self._alive_key = None
         self.frame = Frame(session.positions_mm, session.alive, session.strain, "start")
         self.path_points: list[np.ndarray] = []
@@ -107,7 +109,8 @@ class Scene:
             self._alive_key = key
             organ = self.s.cfg.mesh.organ
             for name in [organ] + [n for n in INNER if n in self.props]:
-                surf = self._extract(name, frame.alive)
+                surf = self._embedded_surface(name, frame.alive) if name in self.s.surfaces and name != organ \
+                    else self._extract(name, frame.alive)
                 if surf is None:
                     self.pl.remove_actor(name)
                     self.actors.pop(name, None)
@@ -128,8 +131,46 @@ class Scene:
             self._update_overlay_values()
 
     def _update_points(self, name):
+        if name in self._embedding:
+            nodes, weights, _ = self._embedding[name]
+            self.meshes[name].points = np.einsum("kj,kjd->kd", weights, self.frame.positions_mm[nodes])
+            return
         pid, _ = self._ids[name]
         self.meshes[name].points = self.frame.positions_mm[pid]
+
+    def _embedded_surface(self, name: str, alive: np.ndarray):
+        """The structure's smooth surface carried by the tet mesh (barycentric in its rest element; the
+        nearest node outside the mesh), without the triangles that lie in removed elements."""
+        if name not in self._embedding:
+            surf = self.s.surfaces[name].triangulate()
+            pts = np.asarray(surf.points, float)
+            grid = self.s.mesh.grid
+            cell = np.asarray(grid.find_containing_cell(pts))
+            tets = self.s.mesh.tets
+            nodes = np.zeros((len(pts), 4), np.int64)
+            weights = np.zeros((len(pts), 4))
+            inside = cell >= 0
+            x = self.s.rest_mm[tets[cell[inside]]]                      # (k, 4, 3)
+            t = np.stack([x[:, 1] - x[:, 0], x[:, 2] - x[:, 0], x[:, 3] - x[:, 0]], axis=2)
+            lam = np.linalg.solve(t, (pts[inside] - x[:, 0])[..., None])[..., 0]
+            weights[inside] = np.c_[1.0 - lam.sum(1), lam]
+            nodes[inside] = tets[cell[inside]]
+            from scipy.spatial import cKDTree
+
+            nodes[~inside, 0] = cKDTree(self.s.rest_mm).query(pts[~inside])[1]
+            weights[~inside, 0] = 1.0
+            self._embedding[name] = (nodes, weights, cell)
+            self._full[name] = surf
+        nodes, weights, cell = self._embedding[name]
+        surf = self._full[name]
+        dead = (cell >= 0) & ~alive[np.maximum(cell, 0)]
+        faces = surf.faces.reshape(-1, 4)
+        keep = faces[~dead[faces[:, 1:]].any(axis=1)]
+        if len(keep) == 0:
+            return None
+        out = pv.PolyData(surf.points.copy(), keep.ravel())
+        self._ids[name] = (None, None)
+        return out
 
     # -- overlays --
     def overlay_values(self, name: str | None = None):

@@ -74,6 +74,7 @@ class RehearsalSession:
         self.recording = Recording()
         self.recording.append(Frame(self.positions_mm.copy(), self.alive.copy(), self.strain.copy(), "start"))
         self._undo: list[_Snapshot] = []
+        self._spec = None
 
     # -- opening --
     @classmethod
@@ -102,6 +103,7 @@ class RehearsalSession:
         if poisson is not None:
             entry["poisson"] = float(poisson)
         self.cfg.material.tissues[tissue] = entry
+        self._spec = None
 
     def materials(self) -> dict:
         """tissue -> {youngs_kpa, poisson, density_kg_m3} for the regions of the mesh (overrides applied)."""
@@ -110,9 +112,15 @@ class RehearsalSession:
         return region_materials(self.mesh, self.cfg.material)[3]
 
     # -- solving (run these in a worker thread) --
+    def model_spec(self):
+        """The ModelSpec (materials, fixed nodes, supports) of the whole organ; built once — its distance
+        map is the slow part — and again only after a material edit."""
+        if self._spec is None:
+            self._spec, _ = build_model_spec(self.mesh, self.labels, self.cfg.material, self.cfg.boundary)
+        return self._spec
+
     def _solver(self, alive: np.ndarray):
-        spec, _ = build_model_spec(self.mesh, self.labels, self.cfg.material, self.cfg.boundary)
-        spec = spec.with_alive(alive)
+        spec = self.model_spec().with_alive(alive)
         model = spec.finalize(self.cfg.solver.device)
         s = self.cfg.solver
         solver = StaticSolver(model, tol=s.tol, newton_max_iter=1, cg_max_iter=s.cg_max_iter, cg_tol=s.cg_tol)

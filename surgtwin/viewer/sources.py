@@ -37,7 +37,13 @@ def _surfaces(folder: Path) -> dict:
 
 
 def load_target(cls, target, cfg: RunConfig | None):
-    """Build a RehearsalSession (``cls``) from ``target``."""
+    """Build a RehearsalSession (``cls``) from ``target``, its model ready to solve."""
+    session = _load(cls, target, cfg)
+    session.model_spec()  # here, not in the solver thread: the distance map would hold the interpreter
+    return session
+
+
+def _load(cls, target, cfg: RunConfig | None):
     from ..mesh import TetMesh
     from ..volume import LabelMap, Volume
 
