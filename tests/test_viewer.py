@@ -205,6 +205,8 @@ def test_qt_viewer_incision_run_undo_screenshots_movie(run_dir, tmp_path):
     r = json.loads((tmp_path / "result.json").read_text())
     assert r["tabs"] == ["Procedure", "Structures", "Risk", "Materials", "CT slice", "Help"]
     assert {"liver", "liver_tumor", "portal_vein_and_splenic_vein"} <= set(r["structures"])
+    assert "bones" in r["structures"]                      # vertebrae and ribs of the label map, one surface
+    assert r["overlay_after_key_2"] == "strain" and r["overlay_after_key_1"] == "displacement"
     assert r["slice_rgb_colours"] > 20
     # incision picked on the rendered organ, saved with the procedure-file key names
     assert r["picked"] >= 2 and r["committed"] and r["incision_keys"] == ["action", "depth", "path"]

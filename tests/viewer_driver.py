@@ -49,6 +49,17 @@ def main(run: str, out: str):
     pump(app, 0.5)
     res["tabs"] = [win.tabs.tabText(i) for i in range(win.tabs.count())]
     res["structures"] = list(win.structures.names)
+    from PySide6.QtTest import QTest
+
+    win.activateWindow()
+    win.plotter.interactor.setFocus()
+    pump(app, 0.2)
+    QTest.keyClick(win.plotter.interactor, QtCore.Qt.Key_2)   # shortcut: strain overlay
+    pump(app, 0.1)
+    res["overlay_after_key_2"] = win.overlay_box.currentText()
+    QTest.keyClick(win.plotter.interactor, QtCore.Qt.Key_1)
+    pump(app, 0.1)
+    res["overlay_after_key_1"] = win.overlay_box.currentText()
     res["slice_rgb_colours"] = int(len(np.unique(win.slice.rgb(win.slice.slider.value()).reshape(-1, 3), axis=0)))
 
     # incision path: picks across the middle of the rendered organ

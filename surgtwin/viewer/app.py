@@ -17,6 +17,7 @@ from . import panels as pn
 from .overlays import OVERLAY_KEYS, OVERLAYS, over_threshold
 from .scene import Scene
 from .session import RehearsalSession
+from .sources import add_bones
 from .steps import incision_step, resect_step, save_plan
 from .worker import FrameBuffer, make_thread_class
 
@@ -30,6 +31,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.plotter = QtInteractor(self, multi_samples=0, point_smoothing=False, line_smoothing=False,
                                     polygon_smoothing=False)
         self.setCentralWidget(self._central())
+        add_bones(session)
         self.statusBar().showMessage("ready (F1: keyboard shortcuts)")
         self.scene = Scene(self.plotter, session)
         self.scene.set_overlay(overlay if overlay in OVERLAYS else "displacement")
@@ -126,8 +128,12 @@ class MainWindow(QtWidgets.QMainWindow):
             keys[key] = lambda n=name: self.overlay_box.setCurrentText(n)
         self._shortcut_objs = []
         for key, fn in keys.items():
-            sc = QtGui.QShortcut(QtGui.QKeySequence(key), self, activated=fn)
-            sc.setContext(QtCore.Qt.ApplicationShortcut)
+            # plain keys act while the 3D view has the focus (they would steal typing in the panels);
+            # Ctrl+…, F1 and Esc act anywhere in the window
+            window_wide = key.startswith("Ctrl+") or key in ("F1", "Esc")
+            sc = QtGui.QShortcut(QtGui.QKeySequence(key), self if window_wide else self.plotter.interactor,
+                                 activated=fn)
+            sc.setContext(QtCore.Qt.WindowShortcut if window_wide else QtCore.Qt.WidgetShortcut)
             self._shortcut_objs.append(sc)
 
     # -- display loop --

@@ -17,6 +17,7 @@ SHORTCUTS = [
     ("Ctrl+S", "save the plan as a procedure YAML"), ("Left / Right", "timeline: previous / next frame"),
     ("F1", "this help"),
 ]
+SHORTCUT_NOTE = "Plain keys act while the 3D view has the focus (click it); Ctrl+…, F1 and Esc anywhere."
 
 
 class StructurePanel(QtWidgets.QTableWidget):
@@ -225,7 +226,7 @@ class SlicePanel(QtWidgets.QWidget):
 
 def help_widget() -> QtWidgets.QWidget:
     text = "<h3>Keyboard shortcuts</h3><table>" + "".join(
-        f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in SHORTCUTS) + "</table>"
+        f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in SHORTCUTS) + f"</table><p>{SHORTCUT_NOTE}</p>"
     text += ("<p>Incision: press I, click points on the organ surface, set the depth, press Return; then Step. "
              "Resection: choose sphere (margin around the tumour) or plane (drag the plane widget, P), Add, Step.</p>")
     w = QtWidgets.QLabel(text)

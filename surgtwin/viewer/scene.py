@@ -13,7 +13,7 @@ from . import overlays as ov
 from .recording import Frame
 
 INNER = ("liver_tumor", "hepatic_vein", "portal_vein_and_splenic_vein")
-DEFAULT_COLORS = {"liver": "#d9a38c", "liver_tumor": "#f5e342", "hepatic_vein": "#2878e6",
+DEFAULT_COLORS = {"bones": "#efe8d8", "liver": "#d9a38c", "liver_tumor": "#f5e342", "hepatic_vein": "#2878e6",
                   "portal_vein_and_splenic_vein": "#7b2fbe", "inferior_vena_cava": "#1f4e9c",
                   "aorta": "#d62728"}
 
@@ -53,7 +53,8 @@ class Scene:
                 col = "#%02x%02x%02x" % tuple(table.labels[table.id_of(name)].color)
             self.props[name] = {"visible": True, "opacity": 1.0,
                                 "color": col or "#bbbbbb",
-                                "category": table.labels[table.id_of(name)].category if name in table else "organ",
+                                "category": table.labels[table.id_of(name)].category if name in table
+                                else "bone" if name == "bones" else "organ",
                                 "simulated": name in names}
         organ = self.s.cfg.mesh.organ
         if organ in self.props:
@@ -64,7 +65,7 @@ class Scene:
             if self.props[name]["simulated"]:
                 continue  # drawn from the deforming tet mesh instead
             mesh = mesh.triangulate()
-            if mesh.n_cells > self.max_context_cells:  # context only: keep the display loop cheap
+            if mesh.n_cells > self.max_context_cells and self.props[name]["category"] != "bone":  # context only: keep the display loop cheap
                 mesh = mesh.decimate_pro(1.0 - self.max_context_cells / mesh.n_cells, preserve_topology=True)
             self.meshes[name] = mesh
             self.actors[name] = self.pl.add_mesh(mesh, color=self.props[name]["color"], opacity=self.props[name]["opacity"],
@@ -189,7 +190,7 @@ class Scene:
         if name in ("distance", "margin"):
             groups = ov.VESSELS + ov.TUMOUR if name == "distance" else ov.TUMOUR
             if groups not in self._targets:
-                self._targets[groups] = self.s.region_nodes(groups)
+                self._targets[groups] = self.s.region_nodes(groups, alive_only=False)  # also once resected
             d = ov.distance_to_nodes_mm(x, self._targets[groups])[pid]
             return np.minimum(d, 1e3), ov.style(name, margin_mm=margin)
         raise ValueError(name)
@@ -232,9 +233,8 @@ class Scene:
             surf, scalars="overlay", preference=st.on, cmap=st.cmap, clim=list(st.clim), opacity=p["opacity"],
             name=organ, reset_camera=False, above_color=st.above_color, below_color=st.below_color,
             scalar_bar_args={"title": st.title, "fmt": "%.2f" if st.on == "cell" else "%.1f", "color": "black",
-                             "vertical": False, "position_x": 0.25, "position_y": 0.02, "width": 0.5,
-                             "height": 0.08, "above_label": "over" if st.above_color else None,
-                             "below_label": "under" if st.below_color else None})
+                             "vertical": False, "position_x": 0.25, "position_y": 0.04, "width": 0.5,
+                             "height": 0.08})
         self._apply_clip()
 
     def _update_overlay_values(self):

@@ -199,8 +199,8 @@ class RehearsalSession:
         vessels = [asdict(v) for v in vessel_crossings(self.mesh, self.resection, self.labels)]
         return {"metrics": metrics, "vessels": vessels, "source": "this rehearsal"}
 
-    def region_nodes(self, names) -> np.ndarray:
-        """Nodes of the alive elements of the named regions (tumour, vessels) — for distance overlays."""
+    def region_nodes(self, names, alive_only: bool = True) -> np.ndarray:
+        """Nodes of the (alive) elements of the named regions (tumour, vessels) — for distance overlays."""
         ids = [self.mesh.table.id_of(n) for n in names if n in self.mesh.table]
-        sel = np.isin(self.mesh.labels, ids) & self.alive
+        sel = np.isin(self.mesh.labels, ids) & (self.alive if alive_only else True)
         return np.unique(self.mesh.tets[sel])

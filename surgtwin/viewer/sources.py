@@ -36,6 +36,30 @@ def _surfaces(folder: Path) -> dict:
     return {p.stem: pv.read(p) for p in sorted(d.glob("*.vtp"))} if d.is_dir() else {}
 
 
+def bone_surface(labels, max_cells: int = 12000):
+    """All bone-category labels (vertebrae, ribs, …) as one display surface [mm], or None."""
+    from ..mesh import labelmap_to_image_data
+
+    ids = [i for i in labels.present_ids() if labels.table.labels.get(i) is not None
+           and labels.table.labels[i].category == "bone"]
+    if not ids:
+        return None
+    img = labelmap_to_image_data(labels)
+    img.point_data["bone"] = np.isin(img.point_data["label"], ids).astype(np.float32)
+    surf = img.contour([0.5], scalars="bone", method="flying_edges").triangulate()
+    if surf.n_cells > max_cells:
+        surf = surf.decimate_pro(1.0 - max_cells / surf.n_cells, preserve_topology=True)
+    return surf if surf.n_cells else None
+
+
+def add_bones(session):
+    """Add the bones of the session's label map to its display surfaces (once)."""
+    if session.labels is not None and "bones" not in session.surfaces:
+        bones = bone_surface(session.labels)
+        if bones is not None:
+            session.surfaces["bones"] = bones
+
+
 def load_target(cls, target, cfg: RunConfig | None):
     """Build a RehearsalSession (``cls``) from ``target``, its model ready to solve."""
     session = _load(cls, target, cfg)
