@@ -217,6 +217,7 @@ def test_qt_viewer_incision_run_undo_screenshots_movie(run_dir, tmp_path):
     assert r["max_node_move_mm"] > 1e-3
     assert r["plane_through_tumour_refused"] and "cuts the tumour" in r["plane_refusal_message"]
     assert r["plane_added"] and r["plane_step"]["mode"] == "plane" and r["plane_step"]["margin_mm"] > 0
+    assert r["plane_removed"] and r["pending_after_remove"] == []
     assert r["resection_added"] and r["alive_after_resection"] < r["alive_after"]
     assert "remnant parenchyma" in r["risk_rows"] and "margin achieved" in r["risk_rows"]
     assert r["alive_after_undo"] == r["alive_after"] and r["pending_after_undo"] == ["resect"]

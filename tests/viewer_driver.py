@@ -116,7 +116,9 @@ def main(run: str, out: str):
     res["plane_step"] = dict(session.pending[-1]) if session.pending else {}
     win.toggle_plane()
     if res["plane_added"]:
-        session.pending.pop()
+        win.procedure.list.setCurrentRow(win.procedure.list.count() - 1)
+        res["plane_removed"] = win.remove_selected_step()
+        res["pending_after_remove"] = [s["action"] for s in session.pending]
 
     # resection (sphere, 10 mm), run, then undo it
     win.procedure.mode.setCurrentText("sphere")

@@ -87,6 +87,7 @@ class MainWindow(QtWidgets.QMainWindow):
         p.step_btn.clicked.connect(lambda: self.start_job("step"))
         p.undo_btn.clicked.connect(self.undo)
         p.stop_btn.clicked.connect(self.stop)
+        p.remove_btn.clicked.connect(self.remove_selected_step)
         p.incise_btn.toggled.connect(self.set_incision_mode)
         p.add_incision_btn.clicked.connect(self.commit_incision)
         p.add_resect_btn.clicked.connect(self.add_resection)
@@ -196,7 +197,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.solver.state.setText("idle")
         self.solver.device.setEnabled(True)
         self.buffer.take()
-        self.scene.show_frame(self.s.recording[-1] if self.s.recording else self.scene.frame)
         self.scene.show_frame(_current(self.s))
         self.refresh()
 
@@ -224,6 +224,16 @@ class MainWindow(QtWidgets.QMainWindow):
             self.scene.show_frame(_current(self.s))
             self.statusBar().showMessage("undone")
         self.refresh()
+
+    def remove_selected_step(self) -> bool:
+        """Drop the selected pending step (applied steps are taken back with Undo)."""
+        row = self.procedure.list.currentRow() - len(self.s.applied)
+        if self.busy or not 0 <= row < len(self.s.pending):
+            self.statusBar().showMessage("select a pending step (·) to remove; applied steps (✓) go with Undo")
+            return False
+        self.s.remove_pending(row)
+        self.refresh()
+        return True
 
     def escape(self):
         if self.busy:

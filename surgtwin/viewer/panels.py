@@ -65,9 +65,10 @@ class ProcedurePanel(QtWidgets.QWidget):
         self.list = QtWidgets.QListWidget()
         lay.addWidget(self.list)
         row = QtWidgets.QHBoxLayout()
-        self.run_btn, self.step_btn, self.undo_btn, self.stop_btn = (QtWidgets.QPushButton(t) for t in
-                                                                      ("Run", "Step", "Undo", "Stop"))
-        for b in (self.run_btn, self.step_btn, self.undo_btn, self.stop_btn):
+        self.run_btn, self.step_btn, self.undo_btn, self.stop_btn, self.remove_btn = (
+            QtWidgets.QPushButton(t) for t in ("Run", "Step", "Undo", "Stop", "Remove"))
+        self.remove_btn.setToolTip("remove the selected pending step")
+        for b in (self.run_btn, self.step_btn, self.undo_btn, self.stop_btn, self.remove_btn):
             row.addWidget(b)
         lay.addLayout(row)
         form = QtWidgets.QFormLayout()

@@ -20,9 +20,10 @@ class Frame:
 
 
 class Recording:
-    """An append-only list of frames; ``max_frames`` bounds memory (oldest dropped)."""
+    """An append-only list of frames; ``max_frames`` bounds memory (oldest dropped; a 20k-tet frame is
+    about 0.3 MB)."""
 
-    def __init__(self, max_frames: int = 2000):
+    def __init__(self, max_frames: int = 500):
         self.frames: list[Frame] = []
         self.max_frames = max_frames
 
@@ -60,7 +61,7 @@ class Recording:
             raise InputError(f"no such recording: {path}")
         try:
             d = np.load(path)
-            rec = cls(max_frames=max(2000, len(d["positions"])))
+            rec = cls(max_frames=max(500, len(d["positions"])))
             for p, a, s, lab, r in zip(d["positions"], d["alive"], d["strain"], d["labels"], d["residuals"]):
                 rec.append(Frame(p.astype(np.float64), a.astype(bool), s.astype(np.float64), str(lab), float(r)))
         except (KeyError, ValueError, OSError) as exc:

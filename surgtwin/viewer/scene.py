@@ -25,7 +25,8 @@ class Scene:
         self.pl, self.s = plotter, session
         self.overlay = "displacement"
         self.reference = "start"           # displacement from the "start" (loaded) state or "rest"
-        self._ref_mm = session.positions_mm.copy()
+        self._start_mm = session.positions_mm.copy()   # the state the viewer opened on
+        self._ref_mm = self._start_mm
         self.props: dict[str, dict] = {}   # structure -> {visible, opacity, color}
         self.actors: dict[str, object] = {}
         self.meshes: dict[str, pv.PolyData] = {}
@@ -211,7 +212,7 @@ class Scene:
     def set_reference(self, which: str):
         """Displacement from the state the viewer opened on ("start") or from the rest shape ("rest")."""
         self.reference = which
-        self._ref_mm = self.s.rest_mm if which == "rest" else self.s.recording[0].positions_mm
+        self._ref_mm = self.s.rest_mm if which == "rest" else self._start_mm
         self._update_overlay_values()
 
     def _add_organ(self):
