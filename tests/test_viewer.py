@@ -237,3 +237,19 @@ def test_qt_viewer_incision_run_undo_screenshots_movie(run_dir, tmp_path):
     assert [st["action"] for st in steps] == ["incision", "resect"] and len(steps[0]["path"]) == r["picked"]
     movie = Path(r["movie"])
     assert movie.is_file() and movie.stat().st_size > 1000
+
+
+def test_without_qt_the_plain_window_is_the_fallback_with_a_reason(run_dir, monkeypatch):
+    import surgtwin.viewer as viewer
+    from surgtwin.errors import InputError
+
+    monkeypatch.setattr(viewer, "qt_available", lambda: "the Qt viewer needs the 'viewer' extra (PySide6 is missing)")
+    for var in ("DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(var, raising=False)
+    said = []
+    with pytest.raises(InputError, match="display"):       # the plain window, which needs a display too
+        viewer.view(run_dir, fallback_message=said.append)
+    assert said and "viewer' extra" in said[0] and "plain PyVista window" in said[0]
+    with pytest.raises(InputError, match="viewer' extra"):   # the phantom needs the Qt viewer
+        viewer.view(None)
+    assert main(["view", str(run_dir / "nope")]) != 0
