@@ -145,6 +145,7 @@ def test_scene_overlay_screenshot_offscreen(run_dir):
         scene.set_overlay("margin")
         d, _ = scene.overlay_values()
         assert d.min() >= 0 and np.isfinite(d).all()
+        assert "closest-labels" in pl.actors                # closest-approach marker
         n_cells = scene.organ_surface().n_cells
         s.add_step(resect_step("liver_tumor", 10.0))
         run_job(s, "run", lambda p: scene.show_frame(p.frame))

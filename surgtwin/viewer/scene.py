@@ -222,6 +222,7 @@ class Scene:
             self.pl.remove_scalar_bar(bar)
         p = self.props[organ]
         if self.overlay == "none":
+            self.pl.remove_actor(["closest-points", "closest-labels"])
             self.actors[organ] = self.pl.add_mesh(surf, color=p["color"], opacity=p["opacity"], name=organ,
                                                   reset_camera=False)
             return
@@ -236,7 +237,22 @@ class Scene:
             scalar_bar_args={"title": st.title, "fmt": "%.2f" if st.on == "cell" else "%.1f", "color": "black",
                              "vertical": False, "position_x": 0.25, "position_y": 0.04, "width": 0.5,
                              "height": 0.08})
+        self._closest_marker(vals)
         self._apply_clip()
+
+    def _closest_marker(self, values: np.ndarray):
+        """Distance overlays: mark the organ-surface point closest to (but outside) the target."""
+        self.pl.remove_actor(["closest-points", "closest-labels"])
+        if self.overlay not in ("distance", "margin"):
+            return
+        outside = np.flatnonzero(values > 1e-6)
+        if len(outside) == 0 or values[outside].min() >= 1e3:
+            return
+        i = outside[np.argmin(values[outside])]
+        point = np.asarray(self.meshes[self.s.cfg.mesh.organ].points[i])[None]
+        self.pl.add_point_labels(point, [f"closest {values[i]:.1f} mm"], name="closest", font_size=12,
+                                 point_size=14, point_color="black", render_points_as_spheres=True,
+                                 always_visible=True, shape_opacity=0.7, reset_camera=False)
 
     def _update_overlay_values(self):
         if self.overlay == "none":
@@ -245,6 +261,7 @@ class Scene:
         vals, st = self.overlay_values()
         surf = self.meshes[organ]
         (surf.point_data if st.on == "point" else surf.cell_data)["overlay"] = vals
+        self._closest_marker(vals)
         if self.overlay == "displacement":  # the colour range follows the largest displacement
             actor = self.actors.get(organ)
             if actor is not None:
