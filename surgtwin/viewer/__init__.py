@@ -24,9 +24,12 @@ def qt_available() -> str | None:
 
 
 def has_display() -> bool:
-    """Whether Qt can open a window here (an X/Wayland display, or a Qt platform chosen explicitly)."""
+    """Whether Qt can open a window here (an X/Wayland display, or a Qt platform chosen explicitly;
+    not when PYVISTA_OFF_SCREEN=true asks for off-screen rendering only)."""
     import os
 
+    if os.environ.get("PYVISTA_OFF_SCREEN", "").lower() == "true":
+        return False
     if os.name != "posix" or os.environ.get("QT_QPA_PLATFORM"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
