@@ -77,10 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--labels", type=Path, help="label map the mesh came from (for boundary.fix_near)")
     add("report", "(re)render report.html and images of a simulated run folder (report.* overrides apply)",
         inputs=[("run", "run folder from 'surgtwin run' or 'surgtwin simulate'")], out=False)
-    sp = add("view", "open a 3D window on a run folder with the deformation or risk overlay "
-             "(or write a screenshot off-screen)", inputs=[("run", "run folder")], out=False, overrides=False)
-    sp.add_argument("--overlay", choices=["shift_mm", "risk", "max_principal_strain", "von_mises_kpa", "anatomy"],
-                    default="shift_mm")
+    sp = add("view", "rehearsal viewer (Qt 3D window): a run folder, a case folder (labels.nii.gz [+ ct.nii.gz]) or, with no "
+             "argument, the phantom; --screenshot renders a run off-screen to a PNG instead",
+             inputs=[("run", "run or case folder (default: the built-in phantom)", {"nargs": "?"})], out=False)
+    sp.add_argument("--overlay", choices=["shift_mm", "risk", "max_principal_strain", "von_mises_kpa", "anatomy",
+                                          "displacement", "strain", "distance", "margin", "none"], default="shift_mm")
     sp.add_argument("--screenshot", type=Path, help="render off-screen to this PNG instead of opening a window")
     sp = add("verify", "verification suite: simulator results against closed forms (table + verify.json)")
     sp.add_argument("--device", default="cpu")
@@ -287,7 +288,16 @@ def cmd_report(args, cfg):
 def cmd_view(args, cfg):
     from .viewer import view
 
-    view(args.run, overlay=args.overlay, screenshot=args.screenshot)
+    if args.run is not None and "=" in str(args.run) and not args.run.exists():  # phantom + overrides
+        from .compose import compose_run_config
+
+        args.overrides, args.run = [str(args.run)] + list(args.overrides), None
+        cfg, _ = compose_run_config(args.overrides)
+    if args.screenshot and args.run is None:
+        raise InputError("--screenshot needs a run folder")
+    # overrides given: they configure the rehearsal; none: a run folder brings its own config.yaml
+    view(args.run, overlay=args.overlay, screenshot=args.screenshot, cfg=cfg if args.overrides else None,
+         fallback_message=lambda m: print(f"surgtwin view: {m}", file=sys.stderr))
     if args.screenshot:
         print(f"screenshot: {args.screenshot}")
 

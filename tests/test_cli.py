@@ -239,7 +239,7 @@ def test_user_folder_is_never_replaced(work):
     (["run", "case.lesions=[{center_mm:[0,0,0],radius_mm:5,shape:cube}]"], "shape"),
     (["run", "procedure.steps=[{mode:cube}]"], "cube"),
     (["bench", "--sizes", "abc"], "--sizes"),
-    (["view"], "required"),
+    (["view"], "no display"),
 ])
 def test_config_and_usage_errors_are_one_line_and_early(work, args, words):
     proc = surgtwin(*args, "-o", work / "never", cwd=work) if args[0] != "view" else surgtwin(*args, cwd=work)

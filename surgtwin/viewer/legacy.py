@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import InputError
-from .fileio import atomic_path
-from .risk import RiskReport
+from ..errors import InputError
+from ..fileio import atomic_path
+from ..risk import RiskReport
 
 
 def view(run: str | Path, *, overlay: str = "shift_mm", screenshot: str | Path | None = None,
@@ -18,7 +18,7 @@ def view(run: str | Path, *, overlay: str = "shift_mm", screenshot: str | Path |
     """Show ``run`` interactively, or write ``screenshot`` (PNG) off-screen and return its path."""
     import pyvista as pv
 
-    from .report import build_scene, headless_rendering
+    from ..report import build_scene, headless_rendering
 
     if screenshot is not None:
         headless_rendering()

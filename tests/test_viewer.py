@@ -1,0 +1,256 @@
+"""The rehearsal viewer: session/steps/worker/scene without Qt, and the Qt window driven under Xvfb.
+
+The Qt part runs tests/viewer_driver.py in its own process (Xvfb via xvfb-run, or the display this
+session has); it is skipped, with the reason, where neither Qt nor an X server is available.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from surgtwin.cli import main
+from surgtwin.config import PhantomConfig, RunConfig
+from surgtwin.errors import ConfigError
+from surgtwin.pipeline import plan
+from surgtwin.procedure import Procedure
+from surgtwin.viewer import qt_available
+from surgtwin.viewer.overlays import slice_rgb
+from surgtwin.viewer.recording import Recording
+from surgtwin.viewer.session import RehearsalSession
+from surgtwin.viewer.steps import describe, incision_step, load_plan, resect_step, save_plan
+from surgtwin.viewer.worker import FrameBuffer, run_job
+
+VIRIDIS_ENDS = (np.array([68, 1, 84]), np.array([253, 231, 37]))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    cfg = RunConfig()
+    cfg.case.phantom = PhantomConfig(spacing_mm=4.0)
+    cfg.mesh.size_mm = 12.0
+    cfg.mesh.surface_smoothing = 5
+    cfg.report.images = False
+    out = tmp_path_factory.mktemp("viewer") / "run"
+    plan(cfg, out)
+    return out
+
+
+def surface_path(session, n=3):
+    """Points on the top of the organ surface, a few mm apart (what a user would click)."""
+    surf = session.mesh.grid.extract_surface(algorithm="dataset_surface")
+    p = np.asarray(surf.points)
+    top = p[np.argsort(p[:, 2])[-60:]]
+    order = np.argsort(top[:, 0])
+    return top[order[[0, len(order) // 2, -1]]][:n]
+
+
+def test_session_incision_in_a_worker_thread_changes_the_mesh_and_undo_restores_it(run_dir):
+    s = RehearsalSession.open(run_dir)
+    assert s.equilibrated and [st["action"] for st in s.pending] == ["resect"]  # the run's own procedure
+    s.pending.clear()
+    step = incision_step(surface_path(s), 10.0)
+    assert set(step) == {"action", "path", "depth"} and step["action"] == "incision"
+    s.add_step(step)
+    alive0, x0 = s.alive.copy(), s.positions_mm.copy()
+    buf, seen, done = FrameBuffer(), [], threading.Event()
+    result = {}
+
+    def work():
+        result["msg"] = run_job(s, "step", lambda p: (buf.put(p.frame), seen.append(p.relative_residual)))
+        done.set()
+
+    th = threading.Thread(target=work)
+    th.start()
+    turns, got = 0, 0
+    while not done.is_set():     # the "UI" thread keeps turning while the solver works
+        got += buf.take() is not None
+        turns += 1
+        time.sleep(0.002)
+    th.join()
+    assert turns > 1 and seen and seen[-1] <= s.cfg.solver.tol
+    removed = alive0 & ~s.alive
+    assert 0 < removed.sum() < 0.2 * len(alive0)
+    assert np.abs(s.positions_mm - x0).max() > 1e-3          # the tissue re-equilibrated around the slot
+    assert s.applied == [step] and not s.pending and "incision" in result["msg"]
+    got += buf.take() is not None
+    assert 1 <= got <= len(seen) and buf.take() is None         # newest frames, each once
+    assert s.undo() and np.array_equal(s.alive, alive0) and np.allclose(s.positions_mm, x0)
+    assert s.pending == [step] and not s.undo()
+
+
+def test_incision_outside_the_organ_and_bad_steps_are_refused(run_dir):
+    s = RehearsalSession.open(run_dir)
+    far = s.rest_mm.max(axis=0) + 200.0
+    s.pending.clear()
+    s.add_step(incision_step([far, far + 10.0], 5.0))
+    with pytest.raises(ConfigError, match="does not cross"):
+        run_job(s, "step", lambda p: None)
+    for bad in (lambda: incision_step([[0, 0, 0]], 5.0), lambda: incision_step([[0, 0, 0], [1, 1, 1]], 0.0),
+                lambda: resect_step(mode="cube"), lambda: resect_step(margin_mm=-1)):
+        with pytest.raises(ConfigError):
+            bad()
+
+
+def test_plan_saved_by_the_viewer_replays_with_simulate(run_dir, tmp_path, capsys):
+    steps = [resect_step("liver_tumor", 8.0, "plane", [0.0, 0.0, 1.0]), incision_step([[0, 0, 0], [5, 0, 0]], 4)]
+    path = save_plan(tmp_path / "plans" / "procedure" / "myplan.yaml", "myplan", steps)
+    name, back = load_plan(path)
+    assert name == "myplan" and back == steps and "incision" in describe(back[1])
+    with pytest.raises(ConfigError):
+        save_plan(tmp_path / "plan.json", "x", steps)
+    resect_only = save_plan(tmp_path / "plans" / "procedure" / "resect_only.yaml", "resect_only", steps[:1])
+    assert Procedure.load(resect_only).steps[0].normal == [0.0, 0.0, 1.0]
+    out = tmp_path / "replay"
+    assert main(["simulate", str(run_dir / "mesh"), "--labels", str(run_dir / "labels.nii.gz"), "-o", str(out),
+                 f"hydra.searchpath=[file://{tmp_path / 'plans'}]", "procedure=resect_only"]) == 0
+    replayed = json.loads((out / "sim" / "procedure.json").read_text())
+    assert replayed["name"] == "resect_only" and replayed["steps"][0]["margin_mm"] == 8.0
+    assert replayed["steps"][0]["mode"] == "plane"
+
+
+def test_scene_overlay_screenshot_offscreen(run_dir):
+    import pyvista as pv
+
+    from surgtwin.report import headless_rendering
+    from surgtwin.viewer.scene import Scene
+
+    headless_rendering()
+    s = RehearsalSession.open(run_dir)
+    pl = pv.Plotter(off_screen=True, window_size=[480, 400])
+    try:
+        scene = Scene(pl, s)
+        scene.set_reference("rest")                      # pre-op sag under gravity, mm
+        scene.set_overlay("none")
+        off = pl.screenshot(None).astype(int)
+        scene.set_overlay("displacement")
+        on = pl.screenshot(None).astype(int)
+        values, style = scene.overlay_values()
+        assert values.max() > 0.1 and style.title.startswith("displacement")
+        changed = np.any(np.abs(on - off) > 30, axis=2).mean()
+        assert changed > 0.02, changed                   # the organ is coloured now
+        bar = on[int(0.85 * on.shape[0]):]               # the colour bar at the bottom
+        for end in VIRIDIS_ENDS:
+            assert (np.abs(bar - end).sum(axis=2) < 40).sum() > 20
+        scene.set_overlay("strain")
+        assert scene.overlay_values()[1].on == "cell"
+        scene.set_overlay("margin")
+        d, _ = scene.overlay_values()
+        assert d.min() >= 0 and np.isfinite(d).all()
+        assert "closest-labels" in pl.actors                # closest-approach marker
+        n_cells = scene.organ_surface().n_cells
+        s.add_step(resect_step("liver_tumor", 10.0))
+        run_job(s, "run", lambda p: scene.show_frame(p.frame))
+        assert scene.organ_surface().n_cells != n_cells   # the remnant's surface was re-extracted
+        scene.set_clip([0, 1, 0], scene.organ_surface().center)
+        clipped = pl.screenshot(None).astype(int)
+        assert np.any(np.abs(clipped - on) > 30, axis=2).mean() > 0.01
+    finally:
+        pl.close()
+
+
+def test_recording_and_movie_roundtrip(run_dir, tmp_path):
+    from surgtwin.viewer.movie import write_movie
+
+    s = RehearsalSession.open(run_dir)
+    assert [f.label for f in s.recording.frames] == ["start", "pre-op (run)", "post-op (run)"]
+    path = s.recording.save(tmp_path / "rec.npz")
+    back = Recording.load(path)
+    assert len(back) == 3 and np.allclose(back[2].positions_mm, s.recording[2].positions_mm, atol=1e-3)
+    assert back[2].alive.sum() < back[1].alive.sum()
+    frames = [np.full((33, 41, 3), v, np.uint8) for v in (0, 128, 255)]
+    gif = write_movie(tmp_path / "m.gif", frames, fps=5)
+    import imageio.v2 as imageio
+
+    assert len(imageio.mimread(gif)) == 3
+    with pytest.raises(ConfigError):
+        write_movie(tmp_path / "m.avi", frames)
+
+
+def test_slice_outlines_use_label_colours():
+    ct = np.zeros((20, 20))
+    lab = np.zeros((20, 20), int)
+    lab[5:15, 5:15] = 5
+    rgb = slice_rgb(ct, lab, {5: (221, 130, 101)})
+    outline = np.all(rgb == (221, 130, 101), axis=2)
+    assert outline[5, 5:15].all() and outline[14, 5:15].all() and not outline[10, 10] and not outline[0, 0]
+
+
+def _display_command():
+    if os.environ.get("DISPLAY"):
+        return []
+    xvfb = shutil.which("xvfb-run")
+    return [xvfb, "-a", "-s", "-screen 0 1280x900x24"] if xvfb else None
+
+
+def test_qt_viewer_incision_run_undo_screenshots_movie(run_dir, tmp_path):
+    reason = qt_available()
+    if reason:
+        pytest.skip(reason)
+    prefix = _display_command()
+    if prefix is None:
+        pytest.skip("no X display and no xvfb-run: install xvfb (bash .ci/setup does where apt works)")
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "PYVISTA_OFF_SCREEN")}
+    driver = Path(__file__).with_name("viewer_driver.py")
+    proc = subprocess.run(prefix + [sys.executable, str(driver), str(run_dir), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((tmp_path / "result.json").read_text())
+    assert r["tabs"] == ["Procedure", "Structures", "Risk", "Materials", "CT slice", "Help"]
+    assert {"liver", "liver_tumor", "portal_vein_and_splenic_vein"} <= set(r["structures"])
+    assert "bones" in r["structures"]                      # vertebrae and ribs of the label map, one surface
+    assert r["overlay_after_key_2"] == "strain" and r["overlay_after_key_1"] == "displacement"
+    assert r["slice_rgb_colours"] > 20
+    # incision picked on the rendered organ, saved with the procedure-file key names
+    assert r["picked"] >= 2 and r["committed"] and r["incision_keys"] == ["action", "depth", "path"]
+    # the worker ran while the UI event loop kept turning; a second job was refused meanwhile
+    assert r["started"] and r["second_start_refused"] and r["ticks_during_solve"] >= 2
+    assert r["applied"] == ["incision"] and "Newton iterations" in r["status"]
+    assert r["alive_after"] < r["alive_before"] and r["cells_after"] != r["cells_before"]
+    assert r["max_node_move_mm"] > 1e-3
+    assert r["plane_through_tumour_refused"] and "cuts the tumour" in r["plane_refusal_message"]
+    assert r["plane_added"] and r["plane_step"]["mode"] == "plane" and r["plane_step"]["margin_mm"] > 0
+    assert r["plane_removed"] and r["pending_after_remove"] == []
+    assert r["resection_added"] and r["alive_after_resection"] < r["alive_after"]
+    assert "remnant parenchyma" in r["risk_rows"] and "margin achieved" in r["risk_rows"]
+    assert r["alive_after_undo"] == r["alive_after"] and r["pending_after_undo"] == ["resect"]
+    assert r["timeline_max"] >= 4
+    # screenshots: the overlay changes the picture and brings its colour bar
+    import imageio.v2 as imageio
+
+    none, disp = (imageio.imread(tmp_path / f"{n}.png")[..., :3].astype(int) for n in ("none", "displacement"))
+    assert np.any(np.abs(disp - none) > 30, axis=2).mean() > 0.02
+    bar = disp[int(0.8 * disp.shape[0]):]
+    for end in VIRIDIS_ENDS:
+        assert (np.abs(bar - end).sum(axis=2) < 40).sum() > 20
+    strain = imageio.imread(tmp_path / "strain.png")[..., :3].astype(int)
+    assert np.any(np.abs(strain - disp) > 30, axis=2).mean() > 0.01
+    plan_file = tmp_path / "plans" / "procedure" / "viewer_plan.yaml"
+    name, steps = load_plan(plan_file)
+    assert [st["action"] for st in steps] == ["incision", "resect"] and len(steps[0]["path"]) == r["picked"]
+    movie = Path(r["movie"])
+    assert movie.is_file() and movie.stat().st_size > 1000
+
+
+def test_without_qt_the_plain_window_is_the_fallback_with_a_reason(run_dir, monkeypatch):
+    import surgtwin.viewer as viewer
+    from surgtwin.errors import InputError
+
+    monkeypatch.setattr(viewer, "qt_available", lambda: "the Qt viewer needs the 'viewer' extra (PySide6 is missing)")
+    for var in ("DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(var, raising=False)
+    said = []
+    with pytest.raises(InputError, match="display"):       # the plain window, which needs a display too
+        viewer.view(run_dir, fallback_message=said.append)
+    assert said and "viewer' extra" in said[0] and "plain PyVista window" in said[0]
+    with pytest.raises(InputError, match="viewer' extra"):   # the phantom needs the Qt viewer
+        viewer.view(None)
+    assert main(["view", str(run_dir / "nope")]) != 0

@@ -1,0 +1,157 @@
+"""Drives the Qt viewer in its own process (under Xvfb) for tests/test_viewer.py; writes result.json.
+
+    python tests/viewer_driver.py RUN_FOLDER OUT_FOLDER
+
+Kept out of the pytest process so a Qt/X failure cannot take the test session down.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import vtk
+from PySide6 import QtCore, QtWidgets
+
+
+def pump(app, seconds=0.2):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.005)
+
+
+def pick_surface_point(win, x, y):
+    """A real VTK pick at display position (x, y) on the rendered organ, as a mouse click would do."""
+    picker = vtk.vtkCellPicker()
+    picker.SetTolerance(0.0005)
+    picker.PickFromListOn()
+    picker.AddPickList(win.scene.actors[win.s.cfg.mesh.organ])
+    if picker.Pick(x, y, 0, win.plotter.renderer) and picker.GetCellId() >= 0:
+        return np.array(picker.GetPickPosition())
+    return None
+
+
+def main(run: str, out: str):
+    out = Path(out)
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    from surgtwin.viewer.app import MainWindow
+    from surgtwin.viewer.session import RehearsalSession
+
+    res = {}
+    session = RehearsalSession.open(run)
+    session.pending.clear()
+    win = MainWindow(session, "displacement")
+    win.resize(1100, 800)
+    win.show()
+    pump(app, 0.5)
+    res["tabs"] = [win.tabs.tabText(i) for i in range(win.tabs.count())]
+    res["structures"] = list(win.structures.names)
+    from PySide6.QtTest import QTest
+
+    win.activateWindow()
+    win.plotter.interactor.setFocus()
+    pump(app, 0.2)
+    QTest.keyClick(win.plotter.interactor, QtCore.Qt.Key_2)   # shortcut: strain overlay
+    pump(app, 0.1)
+    res["overlay_after_key_2"] = win.overlay_box.currentText()
+    QTest.keyClick(win.plotter.interactor, QtCore.Qt.Key_1)
+    pump(app, 0.1)
+    res["overlay_after_key_1"] = win.overlay_box.currentText()
+    res["slice_rgb_colours"] = int(len(np.unique(win.slice.rgb(win.slice.slider.value()).reshape(-1, 3), axis=0)))
+
+    # incision path: picks across the middle of the rendered organ
+    w, h = win.plotter.renderer.GetSize()
+    picks = [pick_surface_point(win, int(w * fx), int(h * 0.55)) for fx in (0.42, 0.5, 0.58)]
+    picks = [p for p in picks if p is not None]
+    res["picked"] = len(picks)
+    for p in picks:
+        win.add_path_point(p)
+    res["committed"] = win.commit_incision()
+    res["pending_after_commit"] = [s["action"] for s in session.pending]
+    res["incision_keys"] = sorted(session.pending[0]) if session.pending else []
+
+    cells_before = int(win.scene.organ_surface().n_cells)
+    alive_before = int(session.alive.sum())
+    x_before = session.positions_mm.copy()
+    win.set_overlay("none")
+    win.screenshot(out / "none.png")
+    win.set_overlay("displacement")
+
+    # run the step; a 10 ms UI timer counts event-loop turns while the worker solves
+    ticks = {"during_solve": 0}
+    timer = QtCore.QTimer()
+    timer.timeout.connect(lambda: ticks.__setitem__("during_solve", ticks["during_solve"] + (1 if win.busy else 0)))
+    timer.start(10)
+    res["started"] = win.start_job("step")
+    res["second_start_refused"] = not win.start_job("step")
+    frames_shown = 0
+    while win.busy:
+        app.processEvents()
+        frames_shown = len(session.recording)
+        time.sleep(0.002)
+    pump(app, 0.3)
+    timer.stop()
+    res["ticks_during_solve"] = ticks["during_solve"]
+    res["recorded_frames"] = frames_shown
+    res["status"] = win.statusBar().currentMessage()
+    res["alive_before"], res["alive_after"] = alive_before, int(session.alive.sum())
+    res["cells_before"], res["cells_after"] = cells_before, int(win.scene.organ_surface().n_cells)
+    res["max_node_move_mm"] = float(np.abs(session.positions_mm - x_before).max())
+    res["applied"] = [s["action"] for s in session.applied]
+    win.screenshot(out / "displacement.png")
+    win.set_overlay("strain")
+    win.screenshot(out / "strain.png")
+    win.set_overlay("displacement")
+
+    # plane widget: through the tumour the plan is refused; moved 40 mm back from the removed side it is added
+    win.toggle_plane()
+    res["plane_through_tumour_refused"] = not win.add_resection()
+    res["plane_refusal_message"] = win.statusBar().currentMessage()
+    normal, origin = win.plane
+    win._plane_moved(normal, origin - 40.0 * normal / np.linalg.norm(normal))
+    res["plane_added"] = win.add_resection()
+    res["plane_step"] = dict(session.pending[-1]) if session.pending else {}
+    win.toggle_plane()
+    if res["plane_added"]:
+        win.procedure.list.setCurrentRow(win.procedure.list.count() - 1)
+        res["plane_removed"] = win.remove_selected_step()
+        res["pending_after_remove"] = [s["action"] for s in session.pending]
+
+    # resection (sphere, 10 mm), run, then undo it
+    win.procedure.mode.setCurrentText("sphere")
+    win.procedure.margin.setValue(10.0)
+    res["resection_added"] = win.add_resection()
+    win.start_job("run")
+    while win.busy:
+        app.processEvents()
+        time.sleep(0.002)
+    pump(app, 0.2)
+    res["alive_after_resection"] = int(session.alive.sum())
+    res["risk_rows"] = [win.risk.item(r, 0).text() for r in range(win.risk.rowCount())]
+    win.toggle_margin_sphere()
+    win.toggle_clip()
+    win.screenshot(out / "resection.png")
+    win.toggle_clip()
+    win.toggle_margin_sphere()
+    win.save_plan_dialog(str(out / "plans" / "procedure" / "viewer_plan.yaml"))
+    win.undo()
+    res["alive_after_undo"] = int(session.alive.sum())
+    res["pending_after_undo"] = [s["action"] for s in session.pending]
+
+    # playback: first recorded frame vs last
+    win.timeline.setValue(0)
+    pump(app, 0.1)
+    win.screenshot(out / "frame0.png")
+    res["timeline_max"] = win.timeline.maximum()
+    movie = win.export_movie(out / "rehearsal.mp4", fps=5)
+    res["movie"] = str(movie)
+    win.close()
+    pump(app, 0.1)
+    (out / "result.json").write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
