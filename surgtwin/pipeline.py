@@ -204,11 +204,13 @@ def simulate_case(mesh: TetMesh, labels: LabelMap | None, cfg: RunConfig, run: P
     from .risk import RiskReport, deformation_metrics, resection_metrics, risk_flags, vessel_crossings
     from .simulate import rehearse
 
-    reh = rehearse(mesh, labels, cfg, progress=progress)
+    reh = rehearse(mesh, labels, cfg, progress=progress, record_dir=run / "sim")
     files = reh.save(run / "sim")
-    res, last = reh.resection, reh.procedure.steps[-1]
+    res, last = reh.resection, reh.procedure.resections[-1]
+    mesh = reh.mesh  # after the cuts: split elements, duplicated wound nodes, removed elements marked
     metrics = resection_metrics(mesh, res, cfg.mesh.organ)
     metrics["margin_planned_mm"] = float(last.margin_mm)
+    metrics["cut_volume_error_ml"] = abs(float(np.abs(mesh.tet_volumes_mm3()).sum()) - reh.original_volume_mm3) / 1000.0
     metrics.update(deformation_metrics(mesh.points, reh.preop_mm, reh.postop_mm, reh.remnant_nodes,
                                        reh.postop_strain, reh.postop_jacobian, ~res.removed,
                                        cfg.report.strain_threshold))
@@ -218,7 +220,8 @@ def simulate_case(mesh: TetMesh, labels: LabelMap | None, cfg: RunConfig, run: P
     report = RiskReport(case=case_name, organ=cfg.mesh.organ, target=last.target, metrics=metrics,
                         vessels=[asdict(v) for v in vessels], flags=flags,
                         solver={"device": cfg.solver.device, "preop": reh.preop_report.to_dict(),
-                                "postop": reh.postop_report.to_dict(), "timings_s": reh.timings_s},
+                                "postop": reh.postop_report.to_dict(), "timings_s": reh.timings_s,
+                                "steps": reh.log},
                         model=reh.model_summary, files=files)
     report.save(run / "report.json")
     return report, reh
