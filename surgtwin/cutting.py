@@ -47,6 +47,7 @@ class TopologyChange:
     seconds: float = 0.0
     spec: ModelSpec | None = None
     positions: np.ndarray | None = None
+    twin: np.ndarray | None = None       # (duplicated_nodes,) node (new numbering) each copy was made from
 
     def transfer_nodes(self, values: np.ndarray) -> np.ndarray:
         """Nodal values (n_old, ...) -> (n_new, ...) by the interpolation of the cut (exact for P1 fields)."""
@@ -78,7 +79,7 @@ def _change(kind, n_old, split, tets, dup_src, removed, cut_faces, t0) -> Topolo
     src = np.concatenate([src, src[dup_src]])
     tt = np.concatenate([tt, tt[dup_src]])
     return TopologyChange(kind, src.astype(np.int64), tt, split.parent, tets, removed, cut_faces,
-                          split.split_count, len(dup_src), time.perf_counter() - t0)
+                          split.split_count, len(dup_src), time.perf_counter() - t0, twin=np.asarray(dup_src, np.int64))
 
 
 # ---------------------------------------------------------------------------------------------- incision

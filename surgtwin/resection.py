@@ -65,7 +65,7 @@ def plan_resection(mesh: TetMesh, step: ResectionStep, removed_before: np.ndarra
         tid = mesh.table.id_of(step.target)
     except LabelError:
         tid = -1
-    target = (labels == tid) & alive
+    target = labels == tid           # removed by an earlier step or not, the margin is from it
     if not target.any():
         raise LabelError(f"resection target '{step.target}' is not in the mesh")
     tfaces = boundary_faces(tets[target])

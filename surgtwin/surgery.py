@@ -154,7 +154,7 @@ class Surgery:
         opening = 0.0
         if ch.duplicated_nodes:
             d = np.arange(len(self.x) - ch.duplicated_nodes, len(self.x))
-            opening = float(np.linalg.norm(self.x[d] - self.x[ch.node_src[d, 0]], axis=1).max() / MM)
+            opening = float(np.linalg.norm(self.x[d] - self.x[ch.twin], axis=1).max() / MM)
         detail.update({"wound_faces": int(len(lips)), "max_opening_mm": opening,
                        "newton_iterations": rep.newton_iterations})
         return self._record("incision", detail, t0, topology=True)
