@@ -22,8 +22,8 @@ from scipy.spatial import cKDTree
 from .errors import ConfigError
 from .sim import ModelSpec
 from .sim.blocks import signed_volumes
-from .tetsplit import (TET_FACES, duplicate_nodes, face_keys, interior_faces, non_manifold_edges,
-                       split_by_level_set)
+from .tetsplit import (TET_FACES, boundary_of, duplicate_nodes, face_keys, interior_faces, largest_face_piece,
+                       non_manifold_edges, split_by_level_set)
 
 MM = 1e-3
 
@@ -122,13 +122,21 @@ def blade_level_set(x_mm: np.ndarray, path_mm, depth_mm: float, direction, above
 
 def inward_direction(x_mm: np.ndarray, tets: np.ndarray, alive: np.ndarray, path_mm) -> np.ndarray:
     """Into the tissue at the path: minus the area-weighted outward normal of the nearby surface."""
-    from .mesh import boundary_faces
-
-    faces = boundary_faces(tets[alive])
+    path = np.asarray(path_mm, float)
+    t = tets[alive]
+    h = float(np.median(np.linalg.norm(x_mm[t[:200, 0]] - x_mm[t[:200, 1]], axis=1)))
+    reach = 3.0 * h + 5.0                        # faces within reach - h of the path are classified right
+    near = cKDTree(path).query(x_mm, distance_upper_bound=reach + h)[0] < np.inf
+    faces = boundary_of(t[near[t].all(1)], len(x_mm))
     a, b, c = (x_mm[faces[:, i]] for i in range(3))
     nrm = np.cross(b - a, c - a)                    # outward for positive tets, |n| = 2 area
     cen = (a + b + c) / 3.0
-    _, idx = cKDTree(cen).query(np.asarray(path_mm, float), k=min(12, len(faces)))
+    if len(faces) == 0:
+        raise ConfigError("the incision path is not near the organ surface")
+    _, idx = cKDTree(cen).query(path, k=min(12, len(faces)), distance_upper_bound=reach)
+    idx = idx[idx < len(faces)]
+    if len(idx) == 0:
+        raise ConfigError("the incision path is not near the organ surface")
     n = nrm[np.unique(idx)].sum(0)
     if np.linalg.norm(n) == 0:
         raise ConfigError("cannot tell the incision direction here: give it explicitly")
@@ -146,8 +154,8 @@ def incise_topology(tets: np.ndarray, alive: np.ndarray, phi: np.ndarray, band: 
     n1 = n + len(split.edge_t)
     live = np.concatenate([alive[split.parent]])
     blade = split.on_surface & np.concatenate([band, np.ones(len(split.edge_t), bool)])
-    faces, ta, tb = interior_faces(split.tets[live], n1)
-    lid = np.flatnonzero(live)
+    lid = np.flatnonzero(live & (blade[split.tets].sum(1) >= 3))    # only these can hold a blade face
+    faces, ta, tb = interior_faces(split.tets[lid], n1)
     ta, tb = lid[ta], lid[tb]
     cut = (split.side[ta] * split.side[tb] == -1) & blade[faces].all(1)
     cut_faces = faces[cut]
@@ -201,6 +209,10 @@ def _lip_faces(before: np.ndarray, after: np.ndarray, cut_faces: np.ndarray, n: 
     """Both sides of each separated face, in the numbering after separation."""
     if len(cut_faces) == 0:
         return np.zeros((0, 3), np.int64)
+    mask = np.zeros(n, bool)
+    mask[cut_faces.ravel()] = True
+    near = mask[before].sum(1) >= 3
+    before, after = before[near], after[near]
     faces = np.concatenate([before[:, list(f)] for f in TET_FACES])
     new = np.concatenate([after[:, list(f)] for f in TET_FACES])
     hit = np.isin(face_keys(faces, n), face_keys(cut_faces, n))
@@ -212,18 +224,16 @@ def resect_topology(tets: np.ndarray, alive: np.ndarray, phi: np.ndarray, volume
     """Split the live tets by ``phi`` (kept side phi > 0) and choose what goes: the negative side, any
     live piece not face-connected to the largest one, and the tets at a boundary edge that would be
     shared by more than two boundary faces. Returns (split, removed (new elements,) bool)."""
-    from .mesh import largest_piece
-
     split = split_by_level_set(tets, phi, active=alive, alpha=alpha)
     live = alive[split.parent]
     n1 = len(phi) + len(split.edge_t)
-    vol = volumes_fn(split)
     keep = live & (split.side > 0)
     for _ in range(20):
         if not keep.any():
             break
-        keep = largest_piece(split.tets, keep, vol, connectivity="face")
-        bad = non_manifold_edges(split.tets[keep], n1)
+        keep = largest_face_piece(split.tets, keep, lambda: volumes_fn(split), n1)
+        gone = np.unique(split.tets[live & ~keep])                   # the boundary changed only here
+        bad = non_manifold_edges(split.tets[keep], n1, gone)
         if len(bad) == 0:
             break
         key = bad[:, 0] * n1 + bad[:, 1]
@@ -250,9 +260,7 @@ def apply_resection(spec: ModelSpec, positions: np.ndarray | None, phi_mm: np.nd
 
     split, removed = resect_topology(spec.tets, spec.alive, np.asarray(phi_mm, float), vols, alpha=alpha)
     n1 = len(spec.points) + len(split.edge_t)
-    kept_faces = _boundary(split.tets[spec.alive[split.parent] & ~removed], n1)
-    was = _boundary(split.tets[spec.alive[split.parent]], n1)
-    cut = kept_faces[~np.isin(face_keys(kept_faces, n1), face_keys(was, n1))]
+    cut = resection_faces(split.tets, spec.alive[split.parent], removed, n1)
     ch = _change("resection", len(spec.points), split, split.tets, np.zeros(0, np.int64), removed, cut, t0)
     ch.spec = ch.apply_to_spec(spec)
     ch.positions = ch.transfer_nodes(x)
@@ -260,10 +268,16 @@ def apply_resection(spec: ModelSpec, positions: np.ndarray | None, phi_mm: np.nd
     return ch
 
 
-def _boundary(tets: np.ndarray, n: int) -> np.ndarray:
-    faces = np.concatenate([tets[:, list(f)] for f in TET_FACES])
-    _, inv, cnt = np.unique(face_keys(faces, n), return_inverse=True, return_counts=True)
-    return faces[cnt[inv.ravel()] == 1]
+def resection_faces(tets: np.ndarray, live: np.ndarray, removed: np.ndarray, n: int) -> np.ndarray:
+    """Faces between live kept tets and tets ``removed`` now, oriented out of the kept side."""
+    mask = np.zeros(n, bool)
+    mask[tets[live & removed].ravel()] = True
+    loc = np.flatnonzero(live & (mask[tets].sum(1) >= 3))
+    faces = np.concatenate([tets[loc][:, list(f)] for f in TET_FACES])
+    owner = np.tile(loc, 4)
+    key = face_keys(faces, n)
+    gone = np.isin(key, key[removed[owner]])
+    return faces[gone & ~removed[owner]]
 
 
 def live_volume(spec: ModelSpec) -> float:

@@ -204,7 +204,7 @@ def interior_faces(tets: np.ndarray, n: int):
     faces = np.concatenate([tets[:, list(f)] for f in TET_FACES])
     owner = np.tile(np.arange(len(tets)), 4)
     key = face_keys(faces, n)
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)
     ks = key[order]
     same = np.flatnonzero(ks[1:] == ks[:-1])
     return np.sort(faces[order[same]], axis=1), owner[order[same]], owner[order[same + 1]]
@@ -258,15 +258,14 @@ def duplicate_nodes(tets: np.ndarray, active: np.ndarray, cut_faces: np.ndarray,
 def boundary_edge_counts(tets: np.ndarray, n: int, nodes: np.ndarray | None = None):
     """(edges (k, 2), number of boundary faces on each) of the boundary of ``tets``; with ``nodes``,
     only the edges touching those nodes."""
-    faces = np.concatenate([tets[:, list(f)] for f in TET_FACES])
-    key = face_keys(faces, n)
-    _, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
-    bf = faces[cnt[inv.ravel()] == 1]
+    if nodes is not None:  # every face on an edge touching ``nodes`` belongs to a tet holding that node
+        mask = np.zeros(n, bool)
+        mask[nodes] = True
+        tets = tets[mask[tets].any(1)]
+    bf = boundary_of(tets, n)
     e = np.concatenate([bf[:, [0, 1]], bf[:, [1, 2]], bf[:, [2, 0]]])
     e = np.sort(e, axis=1)
     if nodes is not None:
-        mask = np.zeros(n, bool)
-        mask[nodes] = True
         e = e[mask[e].any(1)]
     if len(e) == 0:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
@@ -278,3 +277,35 @@ def non_manifold_edges(tets: np.ndarray, n: int, nodes: np.ndarray | None = None
     """Boundary edges (k, 2) not shared by exactly two boundary faces."""
     e, c = boundary_edge_counts(tets, n, nodes)
     return e[c != 2]
+
+
+def boundary_of(tets: np.ndarray, n: int) -> np.ndarray:
+    """Faces (k, 3) used by exactly one of ``tets`` (outward for positive tets)."""
+    faces = np.concatenate([tets[:, list(f)] for f in TET_FACES])
+    key = face_keys(faces, n)
+    order = np.argsort(key)
+    ks = key[order]
+    single = np.ones(len(ks), bool)
+    dup = ks[1:] == ks[:-1]
+    single[1:] &= ~dup
+    single[:-1] &= ~dup
+    return faces[order[single]]
+
+
+def largest_face_piece(tets: np.ndarray, keep: np.ndarray, volumes, n: int) -> np.ndarray:
+    """Mask of the kept tets in the face-connected piece of largest volume (``volumes``: (m,) array or
+    a callable returning it, called only when there are several pieces)."""
+    idx = np.flatnonzero(keep)
+    out = np.zeros(len(tets), bool)
+    if len(idx) == 0:
+        return out
+    _, a, b = interior_faces(tets[idx], n)
+    graph = sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(len(idx), len(idx)))
+    ncomp, comp = sp.csgraph.connected_components(graph, directed=False)
+    if ncomp == 1:
+        out[idx] = True
+        return out
+    volumes = volumes() if callable(volumes) else volumes
+    best = np.argmax(np.bincount(comp, weights=np.abs(volumes[idx])))
+    out[idx[comp == best]] = True
+    return out
