@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 import traceback
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
     for f in rob["first_failures"]:
         print("  ", f)
     rows = latency(args.repeats)
-    print(f"\n{'cut step (CPU, ' + platform.processor() or 'cpu' + ')':45s}")
+    print(f"\ncut step latency, topology update + state transfer, CPU ({os.cpu_count()} cores), median of {args.repeats}")
     print(f"{'case':32s} {'tets':>8s} {'median ms':>10s} {'min ms':>8s} {'split':>6s} {'dup':>5s}")
     for r in rows:
         print(f"{r['case']:32s} {r['tets']:8d} {r['median_ms']:10.1f} {r['min_ms']:8.1f} "

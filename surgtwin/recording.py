@@ -84,3 +84,39 @@ class Recorder:
         with atomic_path(path) as tmp:
             Path(tmp).write_text("\n".join(lines))
         return path
+
+
+def render_frame(frame: str | Path, png: str | Path, *, focus_mm=None, zoom: float = 1.0,
+                 view_from=(0.6, -1.0, -0.6), cut: str | Path | None = None, size=(900, 700),
+                 title: str = "") -> Path:
+    """Off-screen picture of a recorded frame: the live surface coloured by displacement [mm], held
+    nodes as dots, optionally a cut surface (``topology/*_cut.vtp`` or ``cut_surface.vtp``) in yellow,
+    seen from ``view_from`` (a direction, patient LPS) toward ``focus_mm``."""
+    from .report import headless_rendering
+
+    headless_rendering()
+    grid = pv.read(frame)
+    shell = grid.extract_surface(algorithm="dataset_surface")
+    pl = pv.Plotter(off_screen=True, window_size=list(size))
+    pl.set_background("white")
+    pl.add_mesh(shell, scalars="displacement_mm", cmap="viridis", show_edges=True, edge_color="#555555",
+                line_width=0.3, scalar_bar_args={"title": "displacement [mm]", "fmt": "%.1f", "color": "black"})
+    if cut is not None and Path(cut).is_file():
+        pl.add_mesh(pv.read(cut), color="#f2c14e", opacity=0.9)
+    if "held" in grid.point_data and grid.point_data["held"].any():
+        pl.add_mesh(pv.PolyData(grid.points[grid.point_data["held"] > 0]), color="#d62728", point_size=12,
+                    render_points_as_spheres=True)
+    focus = np.asarray(shell.center if focus_mm is None else focus_mm, float)
+    d = np.asarray(view_from, float)
+    pl.camera.focal_point = focus
+    pl.camera.position = focus + d / np.linalg.norm(d) * shell.length
+    pl.camera.up = (0, 0, 1)
+    pl.reset_camera_clipping_range()
+    pl.camera.zoom(zoom)
+    if title:
+        pl.add_text(title, font_size=11, color="black")
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    pl.screenshot(str(png))
+    pl.close()
+    return png

@@ -70,6 +70,7 @@ class Surgery:
         self.log: list[StepRecord] = []
         self.changes: list[TopologyChange] = []
         self.volume_m3 = total_volume(spec)
+        self.twins = np.zeros((0, 2), np.int64)   # (copy, original) node pairs made by incisions
         self.last_report = None
         self._build()
 
@@ -122,10 +123,22 @@ class Surgery:
             self.carried[k] = change.transfer_nodes(v)
         self.clipped = change.transfer_elements(self.clipped)
         self.spec, self.x = change.spec, change.positions
+        if change.twin is not None and len(change.twin):   # old node numbers survive every change
+            made = np.arange(len(src) - len(change.twin), len(src))
+            self.twins = np.vstack([self.twins, np.stack([made, change.twin], 1)])
         self.changes.append(change)
         self._build()
 
+    def wound_opening_mm(self) -> float:
+        """Largest distance [mm] between a wound node and its twin on the other lip (live nodes only)."""
+        used = np.zeros(len(self.x), bool)
+        used[self.spec.tets[self.spec.alive].ravel()] = True
+        t = self.twins[used[self.twins].all(1)]
+        return float(np.linalg.norm(self.x[t[:, 0]] - self.x[t[:, 1]], axis=1).max() / MM) if len(t) else 0.0
+
     def _record(self, action: str, detail: dict, t0: float, *, topology: bool = False) -> StepRecord:
+        if len(self.twins):
+            detail["wound_opening_mm"] = round(self.wound_opening_mm(), 3)
         rec = StepRecord(len(self.log) + 1, action, detail, time.perf_counter() - t0)
         if self.recorder is not None:
             rec.files.append(self.recorder.state(self, f"{rec.index:02d}_{action}"))
@@ -150,13 +163,7 @@ class Surgery:
         self.apply(ch)
         detail = self._cut_detail(ch)
         rep = self.solve()
-        lips = ch.cut_faces
-        opening = 0.0
-        if ch.duplicated_nodes:
-            d = np.arange(len(self.x) - ch.duplicated_nodes, len(self.x))
-            opening = float(np.linalg.norm(self.x[d] - self.x[ch.twin], axis=1).max() / MM)
-        detail.update({"wound_faces": int(len(lips)), "max_opening_mm": opening,
-                       "newton_iterations": rep.newton_iterations})
+        detail.update({"wound_faces": int(len(ch.cut_faces)), "newton_iterations": rep.newton_iterations})
         return self._record("incision", detail, t0, topology=True)
 
     def grasp(self, name: str, at_mm, *, radius_mm: float = 6.0, stiffness_n_per_mm: float = 0.5) -> StepRecord:
