@@ -25,8 +25,12 @@ from .config import ProcedureConfig, ResectionStep
 from .errors import ConfigError, InputError, LabelError
 from .fileio import write_json
 from .mesh import TetMesh
-from .resection import (Resection, margin_samples, plan_resection, sample_triangles,  # noqa: F401
+from .resection import (Resection, margin_samples, plan_resection, sample_triangles,
                         target_signed_distance)
+
+__all__ = ["Procedure", "parse_step", "STEP_TYPES", "IncisionStep", "GraspStep", "RetractStep", "ReleaseStep",
+           "ClipStep", "SettleStep", "ResectionStep", "Resection", "margin_samples", "plan_resection",
+           "sample_triangles", "target_signed_distance"]
 
 
 @dataclass

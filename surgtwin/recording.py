@@ -6,7 +6,7 @@ and the rest-configuration topology after each cut.
 
 Open ``procedure.pvd`` in ParaView and press play: each frame holds the live elements at their
 current positions [mm] with ``displacement_mm`` (from the rest shape), ``held`` (grasped nodes),
-cell ``label`` and ``clipped``. The mesh changes from frame to frame when the topology does.
+cell ``label`` and ``clipped`` (and ``shift_mm`` from the pre-op state when the session carries it). The mesh changes from frame to frame when the topology does.
 """
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ class Recorder:
         live = spec.alive
         g = _grid(op.x / MM, spec.tets[live])
         g.point_data["displacement_mm"] = (op.x - spec.points) / MM
+        if "preop" in op.carried:
+            g.point_data["shift_mm"] = np.linalg.norm(op.x - op.carried["preop"], axis=1) / MM
         held = np.zeros(len(op.x), np.uint8)
         for tool in op.tools.values():
             held[tool.nodes] = 1
@@ -88,19 +90,24 @@ class Recorder:
 
 def render_frame(frame: str | Path, png: str | Path, *, focus_mm=None, zoom: float = 1.0,
                  view_from=(0.6, -1.0, -0.6), cut: str | Path | None = None, size=(900, 700),
-                 title: str = "") -> Path:
-    """Off-screen picture of a recorded frame: the live surface coloured by displacement [mm], held
+                 title: str = "", scalars: str = "shift_mm", section_normal=None) -> Path:
+    """Off-screen picture of a recorded frame: the live surface coloured by ``scalars`` [mm], held
     nodes as dots, optionally a cut surface (``topology/*_cut.vtp`` or ``cut_surface.vtp``) in yellow,
-    seen from ``view_from`` (a direction, patient LPS) toward ``focus_mm``."""
+    seen from ``view_from`` (a direction, patient LPS) toward ``focus_mm``; with ``section_normal`` the
+    organ is cut open by the plane through ``focus_mm`` with that normal (the half it points to removed)."""
     from .report import headless_rendering
 
     headless_rendering()
     grid = pv.read(frame)
+    if section_normal is not None:
+        grid = grid.clip(normal=tuple(section_normal), origin=tuple(focus_mm), crinkle=True)
     shell = grid.extract_surface(algorithm="dataset_surface")
     pl = pv.Plotter(off_screen=True, window_size=list(size))
     pl.set_background("white")
-    pl.add_mesh(shell, scalars="displacement_mm", cmap="viridis", show_edges=True, edge_color="#555555",
-                line_width=0.3, scalar_bar_args={"title": "displacement [mm]", "fmt": "%.1f", "color": "black"})
+    scalars = scalars if scalars in shell.point_data else "displacement_mm"
+    title_bar = "shift from pre-op [mm]" if scalars == "shift_mm" else "displacement [mm]"
+    pl.add_mesh(shell, scalars=scalars, cmap="viridis", show_edges=True, edge_color="#555555",
+                line_width=0.3, scalar_bar_args={"title": title_bar, "fmt": "%.1f", "color": "black"})
     if cut is not None and Path(cut).is_file():
         pl.add_mesh(pv.read(cut), color="#f2c14e", opacity=0.9)
     if "held" in grid.point_data and grid.point_data["held"].any():

@@ -15,7 +15,7 @@ import pyvista as pv
 
 from .biomech import MM, build_model_spec, save_model
 from .config import RunConfig
-from .errors import ConfigError, SolverError
+from .errors import ConfigError
 from .fileio import atomic_path, write_json
 from .mesh import TetMesh, boundary_faces
 from .procedure import Procedure, Resection

@@ -205,15 +205,24 @@ class Surgery:
         rec.files = files + rec.files
         return rec
 
-    def release(self, name: str) -> StepRecord:
+    def release(self, name: str, *, step_mm: float = 2.0) -> StepRecord:
+        """Ease the tool back to where it grasped (increments of at most ``step_mm``), then let go."""
         t0 = time.perf_counter()
         if name not in self.tools:
             raise ConfigError(f"tool '{name}' holds nothing (grasp first)")
+        tool = self.tools[name]
         force = self.tool_force(name)
+        start = tool.offset.copy()
+        n = max(1, int(np.ceil(np.linalg.norm(start) / MM / step_mm)))
+        for i in range(1, n + 1):
+            tool.offset = start * (1.0 - i / n)
+            self.terms[name].move_to(tool.offset)
+            self.solve()
         del self.tools[name]
         self._build()
         self.solve()
-        return self._record("release", {"tool": name, "tool_force_before_n": force.round(4).tolist()}, t0)
+        return self._record("release", {"tool": name, "tool_force_before_n": force.round(4).tolist(),
+                                        "increments": n}, t0)
 
     def settle(self) -> StepRecord:
         t0 = time.perf_counter()
