@@ -22,7 +22,7 @@ from scipy.spatial import cKDTree
 from .errors import ConfigError
 from .sim import ModelSpec
 from .sim.blocks import signed_volumes
-from .tetsplit import (TET_FACES, boundary_of, duplicate_nodes, face_keys, interior_faces, largest_face_piece,
+from .tetsplit import (TET_FACES, boundary_of, count4, duplicate_nodes, face_keys, interior_faces, largest_face_piece,
                        non_manifold_edges, split_by_level_set)
 
 MM = 1e-3
@@ -127,7 +127,7 @@ def inward_direction(x_mm: np.ndarray, tets: np.ndarray, alive: np.ndarray, path
     h = float(np.median(np.linalg.norm(x_mm[t[:200, 0]] - x_mm[t[:200, 1]], axis=1)))
     reach = 3.0 * h + 5.0                        # faces within reach - h of the path are classified right
     near = cKDTree(path).query(x_mm, distance_upper_bound=reach + h)[0] < np.inf
-    faces = boundary_of(t[near[t].all(1)], len(x_mm))
+    faces = boundary_of(t[count4(near[t]) == 4], len(x_mm))
     a, b, c = (x_mm[faces[:, i]] for i in range(3))
     nrm = np.cross(b - a, c - a)                    # outward for positive tets, |n| = 2 area
     cen = (a + b + c) / 3.0
@@ -154,7 +154,7 @@ def incise_topology(tets: np.ndarray, alive: np.ndarray, phi: np.ndarray, band: 
     n1 = n + len(split.edge_t)
     live = np.concatenate([alive[split.parent]])
     blade = split.on_surface & np.concatenate([band, np.ones(len(split.edge_t), bool)])
-    lid = np.flatnonzero(live & (blade[split.tets].sum(1) >= 3))    # only these can hold a blade face
+    lid = np.flatnonzero(live & (count4(blade[split.tets]) >= 3))    # only these can hold a blade face
     faces, ta, tb = interior_faces(split.tets[lid], n1)
     ta, tb = lid[ta], lid[tb]
     cut = (split.side[ta] * split.side[tb] == -1) & blade[faces].all(1)
@@ -211,7 +211,7 @@ def _lip_faces(before: np.ndarray, after: np.ndarray, cut_faces: np.ndarray, n: 
         return np.zeros((0, 3), np.int64)
     mask = np.zeros(n, bool)
     mask[cut_faces.ravel()] = True
-    near = mask[before].sum(1) >= 3
+    near = count4(mask[before]) >= 3
     before, after = before[near], after[near]
     faces = np.concatenate([before[:, list(f)] for f in TET_FACES])
     new = np.concatenate([after[:, list(f)] for f in TET_FACES])
@@ -272,7 +272,7 @@ def resection_faces(tets: np.ndarray, live: np.ndarray, removed: np.ndarray, n: 
     """Faces between live kept tets and tets ``removed`` now, oriented out of the kept side."""
     mask = np.zeros(n, bool)
     mask[tets[live & removed].ravel()] = True
-    loc = np.flatnonzero(live & (mask[tets].sum(1) >= 3))
+    loc = np.flatnonzero(live & (count4(mask[tets]) >= 3))
     faces = np.concatenate([tets[loc][:, list(f)] for f in TET_FACES])
     owner = np.tile(loc, 4)
     key = face_keys(faces, n)

@@ -28,6 +28,23 @@ for _i, _p in enumerate(PERMS):
 MAX_CHILDREN = 6
 
 
+def any4(b: np.ndarray) -> np.ndarray:
+    """Row-wise any of an (m, 4) bool array (column ops: much faster than a reduce over axis 1)."""
+    return b[:, 0] | b[:, 1] | b[:, 2] | b[:, 3]
+
+
+def count4(b: np.ndarray) -> np.ndarray:
+    """Row-wise count of an (m, 4) bool array."""
+    return b[:, 0].astype(np.int8) + b[:, 1] + b[:, 2] + b[:, 3]
+
+
+def straddles(st: np.ndarray):
+    """(has a positive node, has a negative node) per row of (m, 4) node signs."""
+    hi = np.maximum(np.maximum(st[:, 0], st[:, 1]), np.maximum(st[:, 2], st[:, 3]))
+    lo = np.minimum(np.minimum(st[:, 0], st[:, 1]), np.minimum(st[:, 2], st[:, 3]))
+    return hi > 0, lo < 0
+
+
 def _ref_points(signs):
     """Reference tet and its 6 edge midpoints (the zero crossings for node values in {-1, 0, 1})."""
     v = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
@@ -126,8 +143,8 @@ def snap_signs(tets: np.ndarray, phi: np.ndarray, alpha: float) -> np.ndarray:
     phi = np.array(phi, dtype=np.float64)
     for _ in range(20):
         s = np.sign(phi)
-        st = s[tets]
-        cross = (st > 0).any(1) & (st < 0).any(1)
+        pos, neg = straddles(s[tets])
+        cross = pos & neg
         if not cross.any():
             break
         t4 = tets[cross]
@@ -154,10 +171,11 @@ def split_by_level_set(tets: np.ndarray, phi: np.ndarray, *, active: np.ndarray 
     n, m = len(phi), len(tets)
     active = np.ones(m, bool) if active is None else np.asarray(active, bool)
     phi = snap_signs(tets[active], phi, alpha)
-    s = np.sign(phi).astype(np.int64)
+    s = np.sign(phi).astype(np.int8)
     st = s[tets]
-    split = active & (st > 0).any(1) & (st < 0).any(1)
-    side = np.where((st > 0).any(1), 1, np.where((st < 0).any(1), -1, 0))
+    pos, neg = straddles(st)
+    split = active & pos & neg
+    side = np.where(pos, 1, np.where(neg, -1, 0))
     flat = active & (side == 0)
     if flat.any():
         ref = np.asarray(phi if phi_true is None else phi_true)[tets[flat]].sum(1)
@@ -176,7 +194,8 @@ def split_by_level_set(tets: np.ndarray, phi: np.ndarray, *, active: np.ndarray 
     ekey = lo * n + hi
     pos = np.searchsorted(keys, ekey)
     local[:, 4:] = np.where(crossing, n + np.minimum(pos, len(keys) - 1), -1)
-    pattern = ((st[idx] + 1) * np.array([1, 3, 9, 27])).sum(1)
+    sp4 = st[idx].astype(np.int64) + 1
+    pattern = sp4[:, 0] + 3 * sp4[:, 1] + 9 * sp4[:, 2] + 27 * sp4[:, 3]
     ranks = np.argsort(np.argsort(ts, axis=1), axis=1)
     perm = _PERM_CODE[ranks[:, 0] * 64 + ranks[:, 1] * 16 + ranks[:, 2] * 4 + ranks[:, 3]]
     table, table_side = split_table()
@@ -222,7 +241,7 @@ def duplicate_nodes(tets: np.ndarray, active: np.ndarray, cut_faces: np.ndarray,
         return tets, np.zeros(0, np.int64)
     aff = np.zeros(n, bool)
     aff[affected] = True
-    loc = np.flatnonzero(active & aff[tets].any(1))
+    loc = np.flatnonzero(active & any4(aff[tets]))
     lt = tets[loc]
     faces, ta, tb = interior_faces(lt, n)
     uncut = ~np.isin(face_keys(faces, n), face_keys(cut_faces, n))
@@ -261,7 +280,7 @@ def boundary_edge_counts(tets: np.ndarray, n: int, nodes: np.ndarray | None = No
     if nodes is not None:  # every face on an edge touching ``nodes`` belongs to a tet holding that node
         mask = np.zeros(n, bool)
         mask[nodes] = True
-        tets = tets[mask[tets].any(1)]
+        tets = tets[any4(mask[tets])]
     bf = boundary_of(tets, n)
     e = np.concatenate([bf[:, [0, 1]], bf[:, [1, 2]], bf[:, [2, 0]]])
     e = np.sort(e, axis=1)
