@@ -371,7 +371,7 @@ def main(argv=None) -> int:
         if args.command in ("run", "simulate"):  # a bad plan fails before any stage runs
             from .procedure import Procedure
 
-            Procedure.from_config(cfg.procedure)
+            Procedure.from_config(cfg.procedure).require_resection()
         COMMANDS[args.command](args, cfg)
     except SurgtwinError as exc:
         print(f"surgtwin {args.command}: error: {exc}", file=sys.stderr)

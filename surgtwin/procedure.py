@@ -174,6 +174,12 @@ class Procedure:
     def resections(self) -> list:
         return [s for s in self.steps if s.action == "resect"]
 
+    def require_resection(self) -> "Procedure":
+        """A rehearsal reports on a resection: ConfigError if the procedure has none."""
+        if not self.resections:
+            raise ConfigError(f"procedure '{self.name}' has no resect step (a rehearsal reports a resection)")
+        return self
+
     def save(self, path: str | Path) -> Path:
         return write_json(path, {"name": self.name, "steps": [asdict(s) for s in self.steps]})
 

@@ -15,7 +15,6 @@ import pyvista as pv
 
 from .biomech import MM, build_model_spec, save_model
 from .config import RunConfig
-from .errors import ConfigError
 from .fileio import atomic_path, write_json
 from .mesh import TetMesh, boundary_faces
 from .procedure import Procedure, Resection
@@ -105,9 +104,7 @@ def rehearse(mesh: TetMesh, labelmap: LabelMap | None, cfg: RunConfig, progress=
 
     tick = time.perf_counter
     timings = {}
-    procedure = Procedure.from_config(cfg.procedure)
-    if not procedure.resections:
-        raise ConfigError(f"procedure '{procedure.name}' has no resect step (a rehearsal reports a resection)")
+    procedure = Procedure.from_config(cfg.procedure).require_resection()
     procedure.check_targets(mesh)
     spec, summary = build_model_spec(mesh, labelmap, cfg.material, cfg.boundary)
     log.info("model: %d tets, %d nodes, %d fixed, device %s", summary["tets"], summary["nodes"],

@@ -254,3 +254,29 @@ def test_wedge_resection_file_parses():
     proc = Procedure.load(configs_dir() / "procedure" / "wedge_resection.yaml")
     assert [s.action for s in proc.steps] == ["incision", "grasp", "retract", "clip", "resect", "release", "settle"]
     assert proc.resections[0].margin_mm == 10.0 and isinstance(proc.resections[0], ResectionStep)
+
+
+@pytest.mark.parametrize("override, match", [
+    ("procedure.steps=[{action: retract, path_mm: [[0, 0, 0]]}]", "grasp first"),
+    ("procedure.steps=[{action: settle}]", "no resect step"),
+    ("procedure.steps=[{action: incision, path_mm: [[0, 0, 0], [1, 0, 0]], depth_mm: 0}]", "depth_mm"),
+])
+def test_cli_rejects_a_bad_procedure_before_any_stage(tmp_path, capsys, override, match):
+    from surgtwin.cli import main
+
+    rc = main(["simulate", str(tmp_path / "absent.vtu"), override])      # fails before reading the mesh
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and match in err and len(err.splitlines()) == 1
+
+
+def test_topology_change_carries_supports_and_constraints():
+    spec = _block((2, 1, 1))
+    spec.spring_k[:] = 2.0
+    spec.fixed[:] = spec.points[:, 0] < 1e-9
+    ch = apply_incision(spec, None, [[10.0, -2.0, 10.0], [10.0, 12.0, 10.0]], 10.0, direction=[0, 0, -1])
+    s = ch.spec
+    assert ch.duplicated_nodes > 0
+    assert s.spring_k.sum() == pytest.approx(spec.spring_k.sum())       # copies share their node's support
+    assert np.array_equal(s.fixed[: len(spec.points)], spec.fixed)
+    assert not s.fixed[len(spec.points):].any()                         # the cut plane is away from x = 0
+    assert np.array_equal(s.region, spec.region[ch.parent])
