@@ -108,7 +108,6 @@ def test_sphere_resection_converges_to_the_ball():
         errors.append(abs(removed / (4 / 3 * np.pi * r ** 3) - 1))
         d = np.linalg.norm(ch.spec.points[np.unique(ch.cut_faces)] / MM - c, axis=1)
         assert np.abs(d - r).max() < 0.15 * size * np.sqrt(3)          # cut nodes on the sphere (or snapped)
-    print(errors)
     assert errors[0] < 0.12 and errors[1] < 0.5 * errors[0]            # inscribed polyhedron: O(h^2)
 
 
