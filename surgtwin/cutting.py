@@ -83,10 +83,11 @@ def _change(kind, n_old, split, tets, dup_src, removed, cut_faces, t0) -> Topolo
 
 
 # ---------------------------------------------------------------------------------------------- incision
-def blade_level_set(x_mm: np.ndarray, path_mm, depth_mm: float, direction, above_mm: float):
+def blade_level_set(x_mm: np.ndarray, path_mm, depth_mm: float, direction, above_mm: float,
+                    end_slack_mm: float = 0.0):
     """Signed distance [mm] of nodes to the swept blade (the polyline extruded along ``direction``),
-    and the mask of nodes inside the swept band (between the path ends, from ``above_mm`` over the path
-    to ``depth_mm`` under it). Outside the band the field is 0 (no cut there)."""
+    and the mask of nodes inside the swept band (between the path ends, widened by ``end_slack_mm``, from
+    ``above_mm`` over the path to ``depth_mm`` under it). Outside the band the field is 0 (no cut there)."""
     path = np.asarray(path_mm, float)
     d = np.asarray(direction, float)
     d = d / np.linalg.norm(d)
@@ -116,7 +117,8 @@ def blade_level_set(x_mm: np.ndarray, path_mm, depth_mm: float, direction, above
     p3 = path[k] + tk[:, None] * (path[k + 1] - path[k])
     u = (x_mm - p3) @ d
     inside = (u >= -above_mm) & (u <= depth_mm)
-    inside &= ~((k == 0) & (rk < 0)) & ~((k == len(seg) - 1) & (rk > 1))
+    slack = end_slack_mm / np.sqrt(L2)          # in segment parameter units
+    inside &= ~((k == 0) & (rk < -slack[0])) & ~((k == len(seg) - 1) & (rk > 1 + slack[-1]))
     return np.where(inside, phi, 0.0), inside
 
 
@@ -194,7 +196,11 @@ def apply_incision(spec: ModelSpec, positions: np.ndarray | None, path_mm, depth
     if d.shape != (3,) or not np.linalg.norm(d) > 0:
         raise ConfigError("incision direction must be a non-zero [x, y, z] vector")
     above = float(depth_mm if above_mm is None else above_mm)
-    phi, band = blade_level_set(x_mm, path, depth_mm, d, above)
+    live = spec.tets[spec.alive]
+    h = float(np.median(np.linalg.norm(x_mm[live[:, 0]] - x_mm[live[:, 1]], axis=1)))
+    # the band reaches half an element past the path ends, so the cut resolves up to its end and a
+    # later incision from that end joins it
+    phi, band = blade_level_set(x_mm, path, depth_mm, d, above, end_slack_mm=0.5 * h)
     split, tets, src, cut = incise_topology(spec.tets, spec.alive, phi, band, alpha=alpha)
     n1 = len(phi) + len(split.edge_t)
     lips = _lip_faces(split.tets, tets, cut, n1)

@@ -279,3 +279,16 @@ def test_topology_change_carries_supports_and_constraints():
     assert np.array_equal(s.fixed[: len(spec.points)], spec.fixed)
     assert not s.fixed[len(spec.points):].any()                         # the cut plane is away from x = 0
     assert np.array_equal(s.region, spec.region[ch.parent])
+
+
+def test_an_extended_incision_opens_like_one_cut():
+    spec, x = _tensioned_bar()
+    whole = Surgery(spec, x)
+    whole.incise([[43.0, -2.0, 40.0], [43.0, 42.0, 40.0]], depth_mm=15.0, direction=[0, 0, -1])
+    parts = Surgery(spec, x)
+    parts.incise([[43.0, -2.0, 40.0], [43.0, 20.0, 40.0]], depth_mm=15.0, direction=[0, 0, -1])
+    first = parts.wound_opening_mm()
+    parts.incise([[43.0, 20.0, 40.0], [43.0, 42.0, 40.0]], depth_mm=15.0, direction=[0, 0, -1])
+    assert parts.wound_opening_mm() > first                            # the longer wound gapes more
+    assert parts.wound_opening_mm() == pytest.approx(whole.wound_opening_mm(), rel=0.05)
+    assert len(parts.spec.tets) == len(whole.spec.tets)                # same elements split
