@@ -443,7 +443,7 @@ def main(argv=None) -> int:
         if args.command in ("run", "simulate"):  # a bad plan fails before any stage runs
             from .procedure import Procedure
 
-            Procedure.from_config(cfg.procedure)
+            Procedure.from_config(cfg.procedure).require_resection()
             from .risk_func import flr_minimum
             from .risk_geom import ToolPath
 

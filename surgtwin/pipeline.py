@@ -213,9 +213,13 @@ def simulate_case(mesh: TetMesh, labels: LabelMap | None, cfg: RunConfig, run: P
     from .risk import assess, save_risk_fields
     from .simulate import rehearse
 
-    reh = rehearse(mesh, labels, cfg, progress=progress)
+    reh = rehearse(mesh, labels, cfg, progress=progress, record_dir=run / "sim")
     files = reh.save(run / "sim")
+    mesh = reh.mesh  # after the cuts: split elements, duplicated wound nodes, removed elements marked
     report, fields = assess(mesh, labels, cfg, reh, case_name=case_name, files=files)
+    report.metrics["cut_volume_error_ml"] = abs(float(np.abs(mesh.tet_volumes_mm3()).sum())
+                                                - reh.original_volume_mm3) / 1000.0
+    report.solver["steps"] = reh.log
     report.files["risk"] = save_risk_fields(mesh, reh, fields, run / "sim" / "risk.vtu").name
     report.save(run / "report.json")
     return report, reh

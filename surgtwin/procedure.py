@@ -1,47 +1,184 @@
-"""Procedures: ordered surgical steps as data, and the functions that apply them to a mesh.
+"""Procedures: ordered surgical steps as data (``configs/procedure/*.yaml``), validated on load.
 
-A Procedure is a reviewable list of steps (``configs/procedure/*.yaml``). This module plans a
-resection: which elements go, which faces become the resection surface. Removal is by whole
-elements (a jagged surface at element scale); element splitting arrives with the cutting issue.
+Steps (lengths in mm, LPS patient space; forces in N):
+
+    - {action: incision, path_mm: [[x, y, z], ...], depth_mm: 15, direction: null}
+    - {action: grasp, tool: grasper, at_mm: [x, y, z], radius_mm: 6, stiffness_n_per_mm: 0.5}
+    - {action: retract, tool: grasper, path_mm: [[x, y, z], ...], step_mm: 1.0, record_every: 2}
+    - {action: release, tool: grasper}
+    - {action: resect, target: liver_tumor, margin_mm: 10, mode: sphere | plane, normal: null}
+    - {action: clip, target: portal_vein_and_splenic_vein, at_mm: [x, y, z], jaw_mm: 5}
+    - {action: settle}                     # re-equilibrate (e.g. after releasing a tool)
+
+``margin: 10mm`` is accepted for ``margin_mm: 10``. Every problem is a one-line ConfigError naming
+the step. Resection planning lives in ``surgtwin.resection`` (re-exported here).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from .config import ProcedureConfig, ResectionStep
 from .errors import ConfigError, InputError, LabelError
 from .fileio import write_json
-from .mesh import TetMesh, boundary_faces, largest_piece
+from .mesh import TetMesh
+from .resection import (Resection, margin_samples, plan_resection, sample_triangles,
+                        target_signed_distance)
+
+__all__ = ["Procedure", "parse_step", "STEP_TYPES", "IncisionStep", "GraspStep", "RetractStep", "ReleaseStep",
+           "ClipStep", "SettleStep", "ResectionStep", "Resection", "margin_samples", "plan_resection",
+           "sample_triangles", "target_signed_distance"]
+
+
+@dataclass
+class IncisionStep:
+    action: str = "incision"
+    path_mm: list = field(default_factory=list)   # >= 2 points on (or just over) the organ surface
+    depth_mm: float = 10.0                        # blade depth under the path
+    direction: Optional[list] = None              # blade sweep direction; None = into the tissue
+    above_mm: Optional[float] = None              # blade reach above the path (default: depth_mm)
+
+
+@dataclass
+class GraspStep:
+    action: str = "grasp"
+    tool: str = "grasper"
+    at_mm: list = field(default_factory=list)     # tool tip; surface nodes within radius_mm are held
+    radius_mm: float = 6.0
+    stiffness_n_per_mm: float = 0.5               # per held node
+
+
+@dataclass
+class RetractStep:
+    action: str = "retract"
+    tool: str = "grasper"
+    path_mm: list = field(default_factory=list)   # tool tip waypoints after the grasp point
+    step_mm: float = 1.0                          # largest tool move per quasi-static increment
+    record_every: int = 0                         # also record every N increments (0: only the end)
+
+
+@dataclass
+class ReleaseStep:
+    action: str = "release"
+    tool: str = "grasper"
+
+
+@dataclass
+class ClipStep:
+    action: str = "clip"
+    target: str = "portal_vein_and_splenic_vein"  # vessel label
+    at_mm: list = field(default_factory=list)
+    jaw_mm: float = 5.0                           # clip reach: vessel elements this close are clipped
+
+
+@dataclass
+class SettleStep:
+    action: str = "settle"
+
+
+STEP_TYPES = {"resect": ResectionStep, "incision": IncisionStep, "grasp": GraspStep, "retract": RetractStep,
+              "release": ReleaseStep, "clip": ClipStep, "settle": SettleStep}
+
+
+def _points(value, what: str, minimum: int) -> list:
+    try:
+        p = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a list of [x, y, z] points in mm") from None
+    if p.ndim == 1 and minimum == 1:
+        p = p.reshape(1, -1)
+    if p.ndim != 2 or p.shape[1] != 3 or len(p) < minimum or not np.isfinite(p).all():
+        raise ConfigError(f"{what} must be {'a point' if minimum == 1 else f'at least {minimum} points'} [x, y, z] in mm")
+    return p.tolist()
+
+
+def _mm(value, what: str) -> float:
+    if isinstance(value, str):
+        v = value.strip().lower()
+        v = v[:-2] if v.endswith("mm") else v
+        try:
+            return float(v)
+        except ValueError:
+            raise ConfigError(f"{what} '{value}' is not a length in mm") from None
+    return float(value)
+
+
+def parse_step(raw, index: int):
+    """One step (dict or step dataclass) -> validated step dataclass."""
+    s = dict(raw) if not hasattr(raw, "__dataclass_fields__") else asdict(raw)
+    action = s.get("action", "resect")
+    where = f"step {index + 1} ({action})"
+    if action not in STEP_TYPES:
+        raise ConfigError(f"{where}: unknown action; use one of {', '.join(STEP_TYPES)}")
+    cls = STEP_TYPES[action]
+    if action == "resect" and "margin" in s:
+        s["margin_mm"] = _mm(s.pop("margin"), f"{where}: margin")
+    unknown = set(s) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    step = cls(**s)
+    if action == "resect":
+        if step.mode not in ("sphere", "plane"):
+            raise ConfigError(f"resection mode '{step.mode}' must be 'sphere' or 'plane'")
+        step.margin_mm = _mm(step.margin_mm, f"{where}: margin")
+        if step.margin_mm < 0:
+            raise ConfigError("resection margin must be >= 0 mm")
+    elif action == "incision":
+        step.path_mm = _points(step.path_mm, f"{where}: path_mm", 2)
+        step.depth_mm = _mm(step.depth_mm, f"{where}: depth_mm")
+        if step.depth_mm <= 0:
+            raise ConfigError(f"{where}: depth_mm must be > 0")
+        if step.direction is not None:
+            d = np.asarray(step.direction, float)
+            if d.shape != (3,) or not np.linalg.norm(d) > 0:
+                raise ConfigError(f"{where}: direction must be a non-zero [x, y, z] vector")
+    elif action == "grasp":
+        step.at_mm = _points(step.at_mm, f"{where}: at_mm", 1)[0]
+        if not step.radius_mm > 0 or not step.stiffness_n_per_mm > 0:
+            raise ConfigError(f"{where}: radius_mm and stiffness_n_per_mm must be > 0")
+    elif action == "retract":
+        step.path_mm = _points(step.path_mm, f"{where}: path_mm", 1)
+        if not step.step_mm > 0 or int(step.record_every) < 0:
+            raise ConfigError(f"{where}: step_mm must be > 0 and record_every >= 0")
+    elif action == "clip":
+        step.at_mm = _points(step.at_mm, f"{where}: at_mm", 1)[0]
+        if not step.jaw_mm > 0:
+            raise ConfigError(f"{where}: jaw_mm must be > 0")
+    return step
 
 
 @dataclass
 class Procedure:
     name: str
-    steps: list[ResectionStep] = field(default_factory=list)
+    steps: list = field(default_factory=list)
 
     @classmethod
     def from_config(cls, cfg: ProcedureConfig) -> "Procedure":
-        steps = []
-        for s in cfg.steps:
-            s = dict(s) if not isinstance(s, ResectionStep) else asdict(s)
-            if s.get("action", "resect") != "resect":
-                raise ConfigError(f"procedure step '{s.get('action')}' is not available yet (resect)")
-            unknown = set(s) - set(ResectionStep.__dataclass_fields__)
-            if unknown:
-                raise ConfigError(f"unknown resection field(s): {', '.join(sorted(unknown))}")
-            step = ResectionStep(**s)
-            if step.mode not in ("sphere", "plane"):
-                raise ConfigError(f"resection mode '{step.mode}' must be 'sphere' or 'plane'")
-            if step.margin_mm < 0:
-                raise ConfigError("resection margin must be >= 0 mm")
-            steps.append(step)
+        steps = [parse_step(s, i) for i, s in enumerate(cfg.steps)]
         if not steps:
             raise ConfigError(f"procedure '{cfg.name}' has no steps")
+        tools = set()
+        for i, s in enumerate(steps):  # tools must be grasped before they retract or release
+            if s.action == "grasp":
+                tools.add(s.tool)
+            elif s.action in ("retract", "release") and s.tool not in tools:
+                raise ConfigError(f"step {i + 1} ({s.action}): tool '{s.tool}' holds nothing (grasp first)")
+            if s.action == "release":
+                tools.discard(s.tool)
         return cls(cfg.name, steps)
+
+    @property
+    def resections(self) -> list:
+        return [s for s in self.steps if s.action == "resect"]
+
+    def require_resection(self) -> "Procedure":
+        """A rehearsal reports on a resection: ConfigError if the procedure has none."""
+        if not self.resections:
+            raise ConfigError(f"procedure '{self.name}' has no resect step (a rehearsal reports a resection)")
+        return self
 
     def save(self, path: str | Path) -> Path:
         return write_json(path, {"name": self.name, "steps": [asdict(s) for s in self.steps]})
@@ -66,139 +203,6 @@ class Procedure:
         """Fail early (before any solve) if a step's target is not a region of the mesh."""
         present = {mesh.table.name_of(i) for i in np.unique(mesh.labels)}
         for step in self.steps:
-            if step.target not in present:
-                raise LabelError(f"resection target '{step.target}' is not in the mesh")
-
-
-@dataclass
-class Resection:
-    """The outcome of planning one resection on a mesh (rest configuration, mm)."""
-
-    removed: np.ndarray          # (m,) bool, elements removed (target + margin + detached islands)
-    cut_faces: np.ndarray        # (k, 3) node triangles of the resection surface (kept side)
-    cut_face_region: np.ndarray  # (k,) label of the kept element owning each cut face
-    target_faces: np.ndarray     # (t, 3) node triangles of the target's surface
-    plane: tuple | None = None   # (normal, offset) in plane mode
-    cut_face_owner: np.ndarray | None = None  # (k,) kept element owning each cut face
-
-    @property
-    def target_nodes(self) -> np.ndarray:
-        return np.unique(self.target_faces)
-
-
-def plan_resection(mesh: TetMesh, step: ResectionStep, removed_before: np.ndarray | None = None) -> Resection:
-    """Remove the target and every element with a node closer than the margin (sphere mode) or on the
-    target side of a plane at ``margin`` from the target (plane mode); keep the largest remnant piece.
-    ``removed_before`` (elements taken by earlier steps) is removed too."""
-    tets, pts, labels = mesh.tets, mesh.points, mesh.labels
-    try:
-        tid = mesh.table.id_of(step.target)
-    except LabelError:
-        tid = -1
-    target = labels == tid
-    if not target.any():
-        raise LabelError(f"resection target '{step.target}' is not in the mesh")
-    tfaces = boundary_faces(tets[target])
-    tnodes = np.unique(tfaces)
-    plane = None
-    if step.mode == "sphere":
-        dist, _ = cKDTree(pts[tnodes]).query(pts)
-        inside_target = np.zeros(len(pts), bool)
-        inside_target[np.unique(tets[target])] = True
-        dist[inside_target] = 0.0
-        removed = target | np.any(dist[tets] < step.margin_mm, axis=1)
-    else:
-        normal = _plane_normal(mesh, target, step)
-        offset = float((pts[tnodes] @ normal).min() - step.margin_mm)
-        removed = target | np.any(pts[tets] @ normal > offset, axis=1)
-        plane = (normal, offset)
-    if removed_before is not None:
-        removed |= removed_before
-    removed |= ~largest_piece(tets, ~removed, mesh.tet_volumes_mm3(), connectivity="node")
-    _check_remnant(removed, step)
-    res = _resection_surface(mesh, removed, tfaces, plane)
-    for _ in range(50):  # sphere mode: faces between far vertices can still pass inside the margin
-        if step.mode != "sphere" or len(res.cut_faces) == 0:
-            break
-        face, dist = margin_samples(pts, res)[1:3]
-        close = np.unique(face[dist < step.margin_mm - 1e-9])
-        if len(close) == 0:
-            break
-        removed = removed.copy()
-        removed[res.cut_face_owner[close]] = True
-        removed |= ~largest_piece(tets, ~removed, mesh.tet_volumes_mm3(), connectivity="node")
-        _check_remnant(removed, step)
-        res = _resection_surface(mesh, removed, tfaces, plane)
-    return res
-
-
-def _check_remnant(removed: np.ndarray, step: ResectionStep):
-    if removed.all():
-        raise ConfigError(f"resection of '{step.target}' with margin {step.margin_mm} mm removes the whole organ")
-
-
-def _resection_surface(mesh: TetMesh, removed: np.ndarray, tfaces: np.ndarray, plane) -> Resection:
-    tets = mesh.tets
-    kept = np.flatnonzero(~removed)
-    faces, owner = boundary_faces(tets[kept], return_owner=True)
-    owner = kept[owner]
-    n = len(mesh.points)
-    is_cut = np.isin(_face_keys(faces, n), _face_keys(boundary_faces(tets[removed]), n))
-    return Resection(removed, faces[is_cut], mesh.labels[owner[is_cut]], tfaces, plane, owner[is_cut])
-
-
-def sample_triangles(points: np.ndarray, faces: np.ndarray, spacing: float):
-    """Dense samples on triangles: the centroids of a uniform n x n subdivision of each face, with
-    n chosen so sub-triangle edges are at most ``spacing``. Returns (samples (s, 3), face index (s,),
-    area of each sample's sub-triangle (s,)) — the sub-triangles tile the faces exactly."""
-    a, b, c = points[faces[:, 0]], points[faces[:, 1]], points[faces[:, 2]]
-    edge = np.max([np.linalg.norm(b - a, axis=1), np.linalg.norm(c - b, axis=1), np.linalg.norm(a - c, axis=1)], 0)
-    nsub = np.maximum(1, np.ceil(edge / spacing).astype(int))
-    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
-    out_p, out_f, out_a = [], [], []
-    for n in np.unique(nsub):
-        sel = np.flatnonzero(nsub == n)
-        i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-        up = (i + j) < n                          # upward sub-triangles: centroid (i+1/3, j+1/3)
-        down = (i + j) < n - 1                    # downward ones: centroid (i+2/3, j+2/3)
-        uv = np.concatenate([np.c_[i[up] + 1 / 3, j[up] + 1 / 3], np.c_[i[down] + 2 / 3, j[down] + 2 / 3]]) / n
-        pts = a[sel, None] + uv[None, :, :1] * (b - a)[sel, None] + uv[None, :, 1:] * (c - a)[sel, None]
-        out_p.append(pts.reshape(-1, 3))
-        out_f.append(np.repeat(sel, len(uv)))
-        out_a.append(np.repeat(area[sel] / n ** 2, len(uv)))
-    return np.concatenate(out_p), np.concatenate(out_f), np.concatenate(out_a)
-
-
-def margin_samples(points: np.ndarray, res: Resection, spacing: float = 1.0):
-    """Samples on the resection surface with their exact distance to the target's surface.
-
-    Returns (samples, cut-face index, distance [mm], sample area)."""
-    import pyvista as pv
-
-    samples, face, area = sample_triangles(points, res.cut_faces, spacing)
-    tf = res.target_faces
-    surf = pv.PolyData(points, np.hstack([np.full((len(tf), 1), 3), tf]).ravel())
-    _, closest = surf.find_closest_cell(samples, return_closest_point=True)
-    return samples, face, np.linalg.norm(np.atleast_2d(closest) - samples, axis=1), area
-
-
-def _plane_normal(mesh: TetMesh, target: np.ndarray, step: ResectionStep) -> np.ndarray:
-    if step.normal is not None:
-        n = np.asarray(step.normal, dtype=float)
-        if n.shape != (3,) or np.linalg.norm(n) == 0:
-            raise ConfigError("resection normal must be a non-zero [x, y, z] vector")
-        return n / np.linalg.norm(n)
-    vol = np.abs(mesh.tet_volumes_mm3())
-    cent = mesh.points[mesh.tets].mean(axis=1)
-    organ_c = np.average(cent, axis=0, weights=vol)
-    target_c = np.average(cent[target], axis=0, weights=vol[target])
-    d = target_c - organ_c
-    if np.linalg.norm(d) < 1e-6:
-        raise ConfigError("target is at the organ centre: give resection normal explicitly")
-    return d / np.linalg.norm(d)  # remove the peripheral side holding the target
-
-
-def _face_keys(faces: np.ndarray, n: int) -> np.ndarray:
-    """Orientation-independent integer key per triangle."""
-    f = np.sort(faces, axis=1).astype(np.int64)
-    return (f[:, 0] * n + f[:, 1]) * n + f[:, 2]
+            if step.action in ("resect", "clip") and step.target not in present:
+                kind = "resection" if step.action == "resect" else "clip"
+                raise LabelError(f"{kind} target '{step.target}' is not in the mesh")

@@ -215,26 +215,30 @@ def risk_flags(metrics: dict, vessels: list[VesselCrossing], planned_margin: flo
 
 
 def step_metrics(mesh: TetMesh, procedure, organ: str, final: dict | None = None) -> list[dict]:
-    """Remnant and achieved margin after each procedure step (the plan replayed on the rest mesh).
-
-    ``final``: the resection_metrics of the last step when already known (not recomputed)."""
-    from .procedure import plan_resection
+    """Remnant and achieved margin after each procedure step. Resections are replayed on ``mesh`` (the last
+    one is ``final``, the resection_metrics already computed); other steps (incision, grasp, retract,
+    clip, ...) remove nothing and carry the previous values."""
+    from .resection import plan_resection
 
     removed = np.zeros(len(mesh.tets), bool)
-    out = [{"step": 0, "label": "pre-op", "remnant_parenchyma_ml": None, "remnant_percent": 100.0,
-            "margin_achieved_mm": None, "margin_planned_mm": None}]
+    total = float(np.abs(mesh.tet_volumes_mm3())[mesh.labels == mesh.table.id_of(organ)].sum() / 1000.0)
+    row = {"step": 0, "label": "pre-op", "remnant_parenchyma_ml": total, "remnant_percent": 100.0,
+           "margin_achieved_mm": None, "margin_planned_mm": None}
+    out = [row]
+    resects = [i for i, s in enumerate(procedure.steps, 1) if s.action == "resect"]
     for i, step in enumerate(procedure.steps, 1):
-        if i == len(procedure.steps) and final is not None:
-            m = final
-        else:
-            res = plan_resection(mesh, step, removed)
-            removed = res.removed
-            m = resection_metrics(mesh, res, organ)
-        out.append({"step": i, "label": f"{step.action} {step.target} ({step.mode}, {step.margin_mm:g} mm)",
-                    "remnant_parenchyma_ml": m["remnant_parenchyma_ml"], "remnant_percent": m["remnant_percent"],
-                    "margin_achieved_mm": m["margin_achieved_mm"], "margin_planned_mm": float(step.margin_mm)})
-    out[0]["remnant_parenchyma_ml"] = float(np.abs(mesh.tet_volumes_mm3())[mesh.labels == mesh.table.id_of(organ)].sum()
-                                            / 1000.0)
+        row = dict(row, step=i, label=step.action + (f" {step.tool}" if hasattr(step, "tool") else ""))
+        if step.action == "resect":
+            if i == resects[-1] and final is not None:
+                m = final
+            else:
+                res = plan_resection(mesh, step, removed)
+                removed = res.removed
+                m = resection_metrics(mesh, res, organ)
+            row.update(label=f"resect {step.target} ({step.mode}, {step.margin_mm:g} mm)",
+                       remnant_parenchyma_ml=m["remnant_parenchyma_ml"], remnant_percent=m["remnant_percent"],
+                       margin_achieved_mm=m["margin_achieved_mm"], margin_planned_mm=float(step.margin_mm))
+        out.append(row)
     return out
 
 
@@ -265,7 +269,7 @@ def assess(mesh: TetMesh, labels, cfg, reh, *, case_name: str, files: dict | Non
 
     rc = cfg.risk
     organ = cfg.mesh.organ
-    res, last = reh.resection, reh.procedure.steps[-1]
+    res, last = reh.resection, reh.procedure.resections[-1]
     planned = float(last.margin_mm)
     metrics = resection_metrics(mesh, res, organ)
     metrics["margin_planned_mm"] = planned

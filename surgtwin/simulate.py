@@ -15,10 +15,9 @@ import pyvista as pv
 
 from .biomech import MM, build_model_spec, save_model
 from .config import RunConfig
-from .errors import SolverError
-from .fileio import atomic_path
-from .mesh import TetMesh
-from .procedure import Procedure, Resection, plan_resection
+from .fileio import atomic_path, write_json
+from .mesh import TetMesh, boundary_faces
+from .procedure import Procedure, Resection
 from .sim import ModelSpec, SolveReport, StaticSolver, element_strain
 from .volume import LabelMap
 
@@ -40,6 +39,8 @@ class Rehearsal:
     preop_report: SolveReport
     postop_report: SolveReport
     timings_s: dict
+    log: list = None               # StepRecord.to_dict() of every step
+    original_volume_mm3: float = 0.0
 
     @property
     def remnant_nodes(self) -> np.ndarray:
@@ -66,6 +67,10 @@ class Rehearsal:
         cut = self.resection.cut_faces
         surf = pv.PolyData(self.postop_mm, np.hstack([np.full((len(cut), 1), 3), cut]).ravel()).clean()
         files["cut_surface"] = _save(surf, folder / "cut_surface.vtp")
+        if self.log is not None:
+            files["steps"] = write_json(folder / "steps.json", {"procedure": self.procedure.name, "steps": self.log})
+        if (folder / "procedure.pvd").is_file():
+            files["recording"] = folder / "procedure.pvd"
         return {k: str(Path(v).name) for k, v in files.items()}
 
     def _grid(self, x_mm, rest, strain) -> pv.UnstructuredGrid:
@@ -90,11 +95,16 @@ def make_solver(spec: ModelSpec, cfg: RunConfig):
                                cg_tol=s.cg_tol)
 
 
-def rehearse(mesh: TetMesh, labelmap: LabelMap | None, cfg: RunConfig, progress=None) -> Rehearsal:
-    """Solve the pre-op equilibrium, apply the procedure's resection, re-equilibrate the remnant."""
+def rehearse(mesh: TetMesh, labelmap: LabelMap | None, cfg: RunConfig, progress=None,
+             record_dir: str | Path | None = None) -> Rehearsal:
+    """Solve the pre-op equilibrium, then run the procedure's steps, each re-equilibrated."""
+    from .recording import Recorder
+    from .resection import _resection_surface
+    from .surgery import Surgery
+
     tick = time.perf_counter
     timings = {}
-    procedure = Procedure.from_config(cfg.procedure)
+    procedure = Procedure.from_config(cfg.procedure).require_resection()
     procedure.check_targets(mesh)
     spec, summary = build_model_spec(mesh, labelmap, cfg.material, cfg.boundary)
     log.info("model: %d tets, %d nodes, %d fixed, device %s", summary["tets"], summary["nodes"],
@@ -106,28 +116,38 @@ def rehearse(mesh: TetMesh, labelmap: LabelMap | None, cfg: RunConfig, progress=
     timings["preop_solve"] = tick() - t
     log.info("pre-op equilibrium: %d Newton / %d CG iterations, relative residual %.2e",
              pre_rep.newton_iterations, pre_rep.cg_iterations, pre_rep.relative_residual)
-    pre_strain, _ = element_strain(model, state)
     x_pre = state.positions()
     if progress:
         progress("pre-op equilibrium")
 
-    removed = np.zeros(len(mesh.tets), bool)
-    for step in procedure.steps:
-        res = plan_resection(mesh, step, removed)
-        removed = res.removed
     t = tick()
-    post_spec = spec.with_alive(~removed)
-    post_model, post_solver = make_solver(post_spec, cfg)
-    post_state = post_model.state(x_pre)
-    post_rep = post_solver.solve(post_state)
-    if not post_rep.converged:
-        raise SolverError(f"remnant did not re-equilibrate: relative residual {post_rep.relative_residual:.2e} "
-                          f"after {post_rep.newton_iterations} Newton iterations")
-    timings["postop_solve"] = tick() - t
+    s = cfg.solver
+    recorder = Recorder(record_dir) if record_dir is not None else None
+    op = Surgery(spec, x_pre, table=mesh.table, device=s.device, recorder=recorder, carried={"preop": x_pre},
+                 solver_options=dict(tol=s.tol, newton_max_iter=s.newton_max_iter, cg_max_iter=s.cg_max_iter,
+                                     cg_tol=s.cg_tol))
+    if recorder is not None:
+        recorder.state(op, "00_preop")
+    op.run(procedure, progress=lambda a: log.info("step done: %s", a))
+    timings["procedure"] = timings["postop_solve"] = tick() - t
+    for rec in op.log:
+        timings[f"step_{rec.index:02d}_{rec.action}"] = rec.seconds
+    post_rep = op.last_report
     log.info("post-op equilibrium: %d Newton / %d CG iterations, relative residual %.2e",
              post_rep.newton_iterations, post_rep.cg_iterations, post_rep.relative_residual)
-    post_strain, post_jac = element_strain(post_model, post_state)
+    final = op.full_mesh()
+    last = procedure.resections[-1]
+    tid = final.table.id_of(last.target)
+    removed = ~op.spec.alive
+    res = _resection_surface(final, removed, boundary_faces(final.tets[final.labels == tid]), op.resection.plane)
+    res.mesh = final
+    post_spec = op.spec
+    post_model = op.model
+    post_strain, post_jac = element_strain(post_model, op.model.state(op.x))
+    pre_all = post_spec.with_alive(np.ones(len(post_spec.tets), bool)).finalize(s.device)
+    pre_strain, _ = element_strain(pre_all, pre_all.state(op.carried["preop"]))
     if progress:
         progress("resection re-equilibrated")
-    return Rehearsal(mesh, post_spec, summary, procedure, res, x_pre / MM, post_state.positions() / MM, pre_strain,
-                     post_strain, post_jac, pre_rep, post_rep, timings)
+    return Rehearsal(final, post_spec, summary, procedure, res, op.carried["preop"] / MM, op.x / MM, pre_strain,
+                     post_strain, post_jac, pre_rep, post_rep, timings, [r.to_dict() for r in op.log],
+                     float(np.abs(mesh.tet_volumes_mm3()).sum()))

@@ -181,11 +181,13 @@ def test_crossings_and_margin_against_phantom_truth(run_dir):
     cut = pv.read(out / "sim" / "cut_surface.vtp")
     assert cut.n_cells > 0
     tum = truth["tumor"]
-    model = pv.read(out / "sim" / "model.vtu")
-    dead = np.flatnonzero(model.cell_data["alive"] == 0)
+    model = pv.read(out / "sim" / "model.vtu")       # the mesh after the cuts (split elements), rest mm
     from surgtwin.mesh import boundary_faces
 
-    faces = boundary_faces(mesh.tets[np.setdiff1d(np.arange(len(mesh.tets)), dead)])
-    samples, _, _ = sample_triangles(mesh.points, faces, 1.0)
+    tets = model.cells_dict[pv.CellType.TETRA]
+    assert np.abs(model.compute_cell_sizes().cell_data["Volume"]).sum() == pytest.approx(
+        np.abs(mesh.tet_volumes_mm3()).sum(), rel=1e-12)                      # cutting keeps the volume
+    faces = boundary_faces(tets[model.cell_data["alive"] == 1])
+    samples, _, _ = sample_triangles(np.asarray(model.points), faces, 1.0)
     d = np.linalg.norm(samples - tum["center"], axis=1) - tum["radius"]
     assert d.min() >= report.metrics["margin_planned_mm"] - 9.0 / 2  # mesh of 9 mm vs the true sphere
