@@ -272,8 +272,11 @@ def test_topology_change_carries_supports_and_constraints():
     spec = _block((2, 1, 1))
     spec.spring_k[:] = 2.0
     spec.fixed[:] = spec.points[:, 0] < 1e-9
+    spec.law[::2] = 2                                                   # mixed material laws (Mooney-Rivlin)
+    spec.c01_ratio[::2] = 0.3
     ch = apply_incision(spec, None, [[10.0, -2.0, 10.0], [10.0, 12.0, 10.0]], 10.0, direction=[0, 0, -1])
     s = ch.spec
+    assert np.array_equal(s.law, spec.law[ch.parent]) and np.array_equal(s.c01_ratio, spec.c01_ratio[ch.parent])
     assert ch.duplicated_nodes > 0
     assert s.spring_k.sum() == pytest.approx(spec.spring_k.sum())       # copies share their node's support
     assert np.array_equal(s.fixed[: len(spec.points)], spec.fixed)
