@@ -121,7 +121,8 @@ def threshold_tissues(volume: Volume, table: LabelTable) -> np.ndarray:
     return out
 
 
-def _check_seed(volume: Volume, point_mm):
+def _check_seed(volume: Volume, point_mm) -> tuple:
+    """The seed's voxel index (x, y, z); ConfigError if it is not a point inside the image."""
     img = volume.image
     try:
         idx = img.TransformPhysicalPointToIndex([float(v) for v in point_mm])
@@ -129,6 +130,7 @@ def _check_seed(volume: Volume, point_mm):
         raise ConfigError(f"seed {list(point_mm)} is not a physical [x, y, z] point") from None
     if not all(0 <= i < s for i, s in zip(idx, img.GetSize())):
         raise ConfigError(f"seed {list(point_mm)} mm lies outside the image")
+    return idx
 
 
 def grow_from_seed(volume: Volume, point_mm, *, radius_mm: float = 8.0, multiplier: float = 2.5) -> np.ndarray:
@@ -139,12 +141,7 @@ def grow_from_seed(volume: Volume, point_mm, *, radius_mm: float = 8.0, multipli
     it; thin leaks are cut by a morphological opening and holes (vessels, lesions) filled.
     """
     img = volume.image
-    try:
-        idx = img.TransformPhysicalPointToIndex([float(v) for v in point_mm])
-    except Exception:
-        raise ConfigError(f"seed {list(point_mm)} is not a physical [x, y, z] point") from None
-    if not all(0 <= i < s for i, s in zip(idx, img.GetSize())):
-        raise ConfigError(f"seed {list(point_mm)} mm lies outside the image")
+    idx = _check_seed(volume, point_mm)
     smooth = sitk.Median(img, [1, 1, 1])
     arr = sitk.GetArrayViewFromImage(smooth)
     r = [max(1, int(round(radius_mm / sp))) for sp in img.GetSpacing()]
