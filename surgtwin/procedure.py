@@ -79,8 +79,18 @@ class SettleStep:
     action: str = "settle"
 
 
+@dataclass
+class PressStep:
+    action: str = "press"
+    tool: str = "probe"
+    path_mm: list = field(default_factory=list)   # probe centre: start (clear of the tissue), then deeper points
+    radius_mm: float = 5.0                        # rigid spherical probe tip
+    step_mm: float = 0.5                          # largest probe move per quasi-static increment
+    friction: float = 0.0                         # Coulomb coefficient tissue-probe
+
+
 STEP_TYPES = {"resect": ResectionStep, "incision": IncisionStep, "grasp": GraspStep, "retract": RetractStep,
-              "release": ReleaseStep, "clip": ClipStep, "settle": SettleStep}
+              "release": ReleaseStep, "clip": ClipStep, "settle": SettleStep, "press": PressStep}
 
 
 def _points(value, what: str, minimum: int) -> list:
@@ -143,6 +153,10 @@ def parse_step(raw, index: int):
         step.path_mm = _points(step.path_mm, f"{where}: path_mm", 1)
         if not step.step_mm > 0 or int(step.record_every) < 0:
             raise ConfigError(f"{where}: step_mm must be > 0 and record_every >= 0")
+    elif action == "press":
+        step.path_mm = _points(step.path_mm, f"{where}: path_mm", 2)
+        if not step.radius_mm > 0 or not step.step_mm > 0 or step.friction < 0:
+            raise ConfigError(f"{where}: radius_mm and step_mm must be > 0, friction >= 0")
     elif action == "clip":
         step.at_mm = _points(step.at_mm, f"{where}: at_mm", 1)[0]
         if not step.jaw_mm > 0:

@@ -7,6 +7,7 @@ by a quasi-static re-equilibration.
     op.retract("grasper", [[...]])                          # -> force on the tool at each increment
     op.resect(ResectionStep(target="liver_tumor", margin_mm=10))
     op.clip("portal_vein_and_splenic_vein", at_mm=[...])
+    op.press("probe", [[...], [...]], radius_mm=5)          # rigid probe in, force readout, lifted off
 
 Incisions and grasps act where the tissue is now (current configuration, mm); resections are planned
 on the labels in the rest configuration. Every step appends a ``StepRecord`` to ``op.log`` and, with a
@@ -224,6 +225,44 @@ class Surgery:
         return self._record("release", {"tool": name, "tool_force_before_n": force.round(4).tolist(),
                                         "increments": n}, t0)
 
+    def press(self, name: str, path_mm, *, radius_mm: float = 5.0, step_mm: float = 0.5,
+              friction: float = 0.0) -> StepRecord:
+        """Push a rigid spherical probe (contact, ``sim.ToolContact``) along ``path_mm`` (probe centre,
+        current configuration) in increments of at most ``step_mm``; report the force on the probe at each
+        increment, then lift it off (the tissue settles back)."""
+        from .sim import Control, Sphere, ToolContact
+
+        t0 = time.perf_counter()
+        way = np.asarray(path_mm, float).reshape(-1, 3)
+        control = Control(self.model)
+        probe = control.add_tool(Sphere(radius_mm * MM), way[0] * MM)
+        contact = ToolContact(self.model, control, probe, friction=friction)
+        solver = StaticSolver(self.model, extra_terms=list(self.terms.values()) + [contact], **self.solver_options)
+        state = self.model.state(self.x)
+        if contact.contact_count(state.x):
+            raise ConfigError(f"press '{name}': the probe starts inside the tissue at {way[0].round(1).tolist()} mm "
+                              "(start the path clear of the surface)")
+        forces = []
+        for a, b in zip(way[:-1], way[1:]):
+            n = max(1, int(np.ceil(np.linalg.norm(b - a) / step_mm)))
+            for i in range(1, n + 1):
+                control.place_tool(probe, (a + (b - a) * i / n) * MM)
+                contact.begin_step(state.x)
+                rep = solver.solve(state)
+                if not rep.converged or not np.isfinite(state.positions()).all():
+                    raise SolverError(f"press '{name}': no equilibrium at increment {len(forces) + 1} "
+                                      f"(relative residual {rep.relative_residual:.2e})")
+                forces.append(-contact.force(state.x))         # the tissue's push on the probe
+        self.x = state.positions()
+        touching = contact.contact_count(state.x)
+        f = np.array(forces)
+        detail = {"tool": name, "increments": len(forces), "tool_force_n": f[-1].round(5).tolist(),
+                  "max_tool_force_n": float(np.linalg.norm(f, axis=1).max()), "contact_nodes": int(touching),
+                  "force_history_n": np.linalg.norm(f, axis=1).round(5).tolist()}
+        rec = self._record("press", detail, t0)
+        self.solve()                                           # probe lifted off
+        return rec
+
     def settle(self) -> StepRecord:
         t0 = time.perf_counter()
         rep = self.solve()
@@ -299,6 +338,9 @@ class Surgery:
                 self.clip(step.target, step.at_mm, jaw_mm=step.jaw_mm)
             elif a == "settle":
                 self.settle()
+            elif a == "press":
+                self.press(step.tool, step.path_mm, radius_mm=step.radius_mm, step_mm=step.step_mm,
+                           friction=step.friction)
             if progress:
                 progress(a)
         return self.log

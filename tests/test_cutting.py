@@ -295,3 +295,36 @@ def test_an_extended_incision_opens_like_one_cut():
     assert parts.wound_opening_mm() > first                            # the longer wound gapes more
     assert parts.wound_opening_mm() == pytest.approx(whole.wound_opening_mm(), rel=0.05)
     assert len(parts.spec.tets) == len(whole.spec.tets)                # same elements split
+
+
+def test_press_probe_force_grows_opposes_motion_and_lifts_off():
+    """A rigid 10 mm probe pressed 3 mm into the top of a block on a fixed base: the tissue pushes back
+    along +z, harder with depth, sideways forces cancel by symmetry, and the block returns to rest after."""
+    spec = _block((8, 8, 4), size_mm=5.0)
+    spec.fixed[:] = spec.points[:, 2] < 1e-9
+    rest = spec.points.copy()
+    op = Surgery(spec, rest.copy())
+    top = 20.0
+    rec = op.press("probe", [[20.0, 20.0, top + 10.5], [20.0, 20.0, top + 10.0 - 3.0]], radius_mm=10.0, step_mm=0.5)
+    hist = np.array(rec.detail["force_history_n"])
+    f = np.array(rec.detail["tool_force_n"])
+    assert rec.detail["contact_nodes"] >= 5 and rec.detail["increments"] == 7
+    assert hist[-1] > 0 and np.all(np.diff(hist[hist > 0]) > 0)          # harder the deeper it goes
+    assert f[2] > 0.95 * np.linalg.norm(f)                              # pushes back up
+    assert abs(f[0]) < 0.02 * f[2] and abs(f[1]) < 0.02 * f[2]          # centred probe: no side force
+    assert np.abs(op.x - rest).max() < 1e-6                              # lifted off: back to rest
+    with pytest.raises(ConfigError, match="inside the tissue"):
+        op.press("probe", [[20.0, 20.0, top], [20.0, 20.0, top - 2.0]])
+
+
+def test_press_step_from_a_procedure_file_is_validated():
+    from surgtwin.config import ProcedureConfig
+    from surgtwin.procedure import Procedure
+
+    ok = Procedure.from_config(ProcedureConfig("p", [{"action": "press", "path_mm": [[0, 0, 10], [0, 0, 5]]},
+                                                     {"action": "resect"}]))
+    assert ok.steps[0].radius_mm == 5.0
+    for bad, words in (({"action": "press", "path_mm": [[0, 0, 1]]}, "at least 2 points"),
+                       ({"action": "press", "path_mm": [[0, 0, 1], [0, 0, 0]], "radius_mm": 0}, "radius_mm")):
+        with pytest.raises(ConfigError, match=words):
+            Procedure.from_config(ProcedureConfig("p", [bad, {"action": "resect"}]))

@@ -149,6 +149,12 @@ class Control:
             self._rot[tool] = _rotation(rotation)
             self.tools.rot.assign(self._rot)
 
+    def place_tool(self, tool: int, position) -> None:
+        """Put ``tool`` at ``position`` [m] now (quasi-static use: no interpolation over a step)."""
+        self.set_tool_pose(tool, position)
+        wp.copy(self.tools.pos, self.tool_target)
+        wp.copy(self.tool_start, self.tool_target)
+
     def tool_pose(self, tool: int) -> tuple[np.ndarray, np.ndarray]:
         """(target position [m], rotation) of ``tool``."""
         return self._pos[tool].copy(), self._rot[tool].copy()
