@@ -69,6 +69,7 @@ class TopologyChange:
         return replace(spec, points=self.transfer_nodes(spec.points), tets=self.tets,
                        region=spec.region[self.parent], youngs=spec.youngs[self.parent],
                        poisson=spec.poisson[self.parent], density=spec.density[self.parent],
+                       law=spec.law[self.parent], c01_ratio=spec.c01_ratio[self.parent],
                        fixed=spec.fixed[a] & spec.fixed[b], spring_k=k, anchors=self.transfer_nodes(spec.anchors),
                        alive=spec.alive[self.parent] & ~self.removed)
 
