@@ -203,7 +203,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def refresh(self):
         s = self.s
         self.procedure.show_steps(s.applied, s.pending)
-        extra = {"elements": f"{int(s.alive.sum())} of {len(s.alive)}",
+        extra = {"elements": f"{int(s.alive.sum())} of {len(s.alive)}", "nodes": f"{len(s.positions_mm)}",
                  "strain over threshold": f"{over_threshold(s.strain, s.alive, s.cfg.report.strain_threshold)} elements"}
         try:
             self.risk.show_risk(s.risk(), extra)
@@ -283,10 +283,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self._redraw()
 
     def commit_incision(self) -> bool:
-        """The drawn path (current positions, mapped to the rest shape) as a pending incision step."""
+        """The drawn path (picked on the tissue as it is now: incisions cut where the tissue is when they
+        run) as a pending incision step."""
         try:
-            rest = _to_rest(self.s, np.array(self.path))
-            self.s.add_step(incision_step(rest, self.procedure.depth.value()))
+            self.s.add_step(incision_step(np.array(self.path), self.procedure.depth.value()))
         except (ConfigError, ValueError) as exc:
             self.statusBar().showMessage(str(exc))
             return False
@@ -422,9 +422,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
 
 def _current(session):
-    from .recording import Frame
-
-    return Frame(session.positions_mm, session.alive, session.strain, "current")
+    return session.frame("current")
 
 
 def _to_rest(session, points: np.ndarray) -> np.ndarray:

@@ -175,6 +175,8 @@ class SolverPanel(QtWidgets.QWidget):
         self.rate = QtWidgets.QLabel("–")
         self.residual = QtWidgets.QLabel("–")
         self.fps = QtWidgets.QLabel("–")
+        for label in (self.state, self.rate, self.residual, self.fps):   # long texts must not widen the dock
+            label.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Preferred)
         lay.addRow("device", self.device)
         lay.addRow("solver", self.state)
         lay.addRow("Newton iterations / s", self.rate)
