@@ -256,6 +256,11 @@ def test_qt_viewer_incision_run_undo_screenshots_movie(run_dir, tmp_path):
     assert r["duplicated_nodes"] > 0 and r["wound_opening_mm"] > 0.1 and r["scene_on_cut_mesh"]
     assert abs(r["volume_after"] - r["volume_before"]) < 1e-6 * r["volume_before"]
     assert r["cells_after"] > r["cells_before"] and r["max_node_move_mm"] > 1e-3
+    # grasp and drag: the tool held tissue, moved 3 drag steps, the force on it is shown
+    assert r["grasp_added"] and r["tool_moves"] == 3 and r["tool_move_mm"] == pytest.approx(9.0, abs=1e-6)
+    assert r["retraction_added"] and r["tool_pending"] == ["grasp", "retract"]
+    assert r["applied_after_tool"] == ["incision", "grasp", "retract"], r["tool_status"]
+    assert r["tool_force_n"] > 1e-3 and r["tool_force_text"].startswith("grasper") and r["tool_force_text"].endswith("N")
     assert r["plane_through_tumour_refused"] and "cuts the tumour" in r["plane_refusal_message"]
     assert r["plane_added"] and r["plane_step"]["mode"] == "plane" and r["plane_step"]["margin_mm"] > 0
     assert r["plane_removed"] and r["pending_after_remove"] == []
@@ -276,7 +281,9 @@ def test_qt_viewer_incision_run_undo_screenshots_movie(run_dir, tmp_path):
     assert np.any(np.abs(strain - disp) > 30, axis=2).mean() > 0.01
     plan_file = tmp_path / "plans" / "procedure" / "viewer_plan.yaml"
     name, steps = load_plan(plan_file)
-    assert [st["action"] for st in steps] == ["incision", "resect"] and len(steps[0]["path_mm"]) == r["picked"]
+    assert [st["action"] for st in steps] == ["incision", "grasp", "retract", "resect"]
+    assert len(steps[0]["path_mm"]) == r["picked"] and len(steps[2]["path_mm"]) == 3
+    assert [st.action for st in Procedure.load(plan_file).steps] == ["incision", "grasp", "retract", "resect"]
     movie = Path(r["movie"])
     assert movie.is_file() and movie.stat().st_size > 1000
 

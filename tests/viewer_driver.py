@@ -119,6 +119,29 @@ def main(run: str, out: str):
     win.screenshot(out / "strain.png")
     win.set_overlay("displacement")
 
+    # grasp and drag: a grasp point picked on the organ, three Shift+Up moves, the retraction added and run
+    gp = pick_surface_point(win, int(w * 0.45), int(h * 0.5))
+    res["grasp_added"] = gp is not None and win.add_grasp_point(gp)
+    win.plotter.interactor.setFocus()
+    pump(app, 0.05)
+    for _ in range(3):
+        QTest.keyClick(win.plotter.interactor, QtCore.Qt.Key_Up, QtCore.Qt.ShiftModifier)
+    pump(app, 0.1)
+    res["tool_moves"] = len(win.tool_path)
+    res["tool_move_mm"] = float(np.linalg.norm(win.tool_path[-1] - win.tool_tip)) if win.tool_path else 0.0
+    res["retraction_added"] = win.commit_retraction()
+    res["tool_pending"] = [s["action"] for s in session.pending]
+    win.start_job("run")
+    while win.busy:
+        app.processEvents()
+        time.sleep(0.002)
+    pump(app, 0.2)
+    res["tool_status"] = win.statusBar().currentMessage()
+    res["tool_force_text"] = win.solver.force.text()
+    forces = session.tool_forces()
+    res["tool_force_n"] = float(np.linalg.norm(forces["grasper"])) if "grasper" in forces else 0.0
+    res["applied_after_tool"] = [s["action"] for s in session.applied]
+
     # plane widget: through the tumour the plan is refused; moved 40 mm back from the removed side it is added
     win.toggle_plane()
     res["plane_through_tumour_refused"] = not win.add_resection()

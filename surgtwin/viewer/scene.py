@@ -298,6 +298,18 @@ class Scene:
             self.pl.add_mesh(pv.lines_from_points(pts), color="black", line_width=5, name="incision_path",
                              reset_camera=False, pickable=False)
 
+    def set_tool(self, tip, path):
+        """Draw the grasping tool's tip (a sphere) and its planned moves (a line), or hide them (tip None)."""
+        self.pl.remove_actor(["tool_tip", "tool_path"])
+        if tip is None:
+            return
+        pts = np.vstack([np.asarray(tip, float)[None]] + [np.asarray(p, float)[None] for p in path])
+        self.pl.add_mesh(pv.Sphere(radius=2.5, center=pts[-1]), color="#2ca02c", name="tool_tip",
+                         reset_camera=False, pickable=False)
+        if len(pts) > 1:
+            self.pl.add_mesh(pv.lines_from_points(pts), color="#2ca02c", line_width=5, name="tool_path",
+                             reset_camera=False, pickable=False)
+
     def show_plane(self, origin, normal, *, name="resection_plane"):
         size = float(self.meshes[self.s.cfg.mesh.organ].length) * 0.6
         plane = pv.Plane(center=origin, direction=normal, i_size=size, j_size=size)

@@ -45,6 +45,7 @@ class Progress:
     converged: bool
     iterations_per_s: float
     frame: Frame
+    tool_forces_n: dict = field(default_factory=dict)   # tool -> |force| [N] of the tissue on it
 
 
 class Stopped(Exception):
@@ -217,8 +218,10 @@ class RehearsalSession:
             self.strain, _ = element_strain(op.model, state)
             frame = self.frame(label, rep.relative_residual)
             self.recording.append(frame)
+            x = state.positions()
+            forces = {name: float(np.linalg.norm(op.terms[name].tool_force(x))) for name in op.tools if name in op.terms}
             on_progress(Progress(label, it, rep.relative_residual, rep.converged,
-                                 count[0] / max(time.perf_counter() - t0, 1e-9), frame))
+                                 count[0] / max(time.perf_counter() - t0, 1e-9), frame, forces))
 
         op.on_iteration, op.should_stop = on_iteration, should_stop
 
