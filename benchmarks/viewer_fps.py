@@ -119,7 +119,7 @@ def main(argv=None):
     def fresh():
         s = RehearsalSession(base.mesh, cfg, labels=base.labels, volume=base.volume, surfaces=base.surfaces,
                              name="phantom")
-        s._spec = base.model_spec()
+        s._base_spec = base.model_spec()
         return s
 
     alone = solver_alone(fresh)

@@ -45,22 +45,28 @@ def run_dir(tmp_path_factory):
 
 
 def surface_path(session, n=3):
-    """Points on the top of the organ surface, a few mm apart (what a user would click)."""
-    surf = session.mesh.grid.extract_surface(algorithm="dataset_surface")
-    p = np.asarray(surf.points)
+    """Points on the top of the organ surface as it is now, far apart (what a user would click)."""
+    import pyvista as pv
+
+    grid = pv.UnstructuredGrid({pv.CellType.TETRA: session.mesh.tets[session.alive]}, session.positions_mm)
+    p = np.asarray(grid.extract_surface(algorithm="dataset_surface").points)
     top = p[np.argsort(p[:, 2])[-60:]]
     order = np.argsort(top[:, 0])
     return top[order[[0, len(order) // 2, -1]]][:n]
 
 
-def test_session_incision_in_a_worker_thread_changes_the_mesh_and_undo_restores_it(run_dir):
+def live_volume_mm3(s):
+    return float(s.mesh.tet_volumes_mm3()[s.alive].sum())
+
+
+def test_session_incision_in_a_worker_thread_cuts_the_mesh_and_undo_restores_it(run_dir):
     s = RehearsalSession.open(run_dir)
     assert s.equilibrated and [st["action"] for st in s.pending] == ["resect"]  # the run's own procedure
     s.pending.clear()
     step = incision_step(surface_path(s), 10.0)
-    assert set(step) == {"action", "path", "depth"} and step["action"] == "incision"
+    assert set(step) == {"action", "path_mm", "depth_mm"} and step["action"] == "incision"
     s.add_step(step)
-    alive0, x0 = s.alive.copy(), s.positions_mm.copy()
+    n0, m0, x0, vol0 = len(s.rest_mm), len(s.mesh.tets), s.positions_mm.copy(), live_volume_mm3(s)
     buf, seen, done = FrameBuffer(), [], threading.Event()
     result = {}
 
@@ -77,14 +83,26 @@ def test_session_incision_in_a_worker_thread_changes_the_mesh_and_undo_restores_
         time.sleep(0.002)
     th.join()
     assert turns > 1 and seen and seen[-1] <= s.cfg.solver.tol
-    removed = alive0 & ~s.alive
-    assert 0 < removed.sum() < 0.2 * len(alive0)
-    assert np.abs(s.positions_mm - x0).max() > 1e-3          # the tissue re-equilibrated around the slot
-    assert s.applied == [step] and not s.pending and "incision" in result["msg"]
+    rec = s.surgery.log[-1].to_dict()
+    # a real cut: elements split, nodes duplicated (the two lips), nothing removed, volume kept
+    assert rec["action"] == "incision" and rec["duplicated_nodes"] > 0 and rec["split_elements"] > 0
+    assert len(s.rest_mm) == len(s.positions_mm) > n0 and len(s.mesh.tets) > m0 and s.alive.all()
+    twins = s.surgery.twins
+    assert len(twins) == rec["duplicated_nodes"] and np.allclose(s.rest_mm[twins[:, 0]], s.rest_mm[twins[:, 1]])
+    assert abs(live_volume_mm3(s) - vol0) < 1e-6 * vol0
+    assert np.allclose(s.rest_mm[:n0], s.mesh.points[:n0]) and s.topology.mesh is s.mesh
+    # re-equilibrated: the wound opened (twin nodes on the two lips apart) and the tissue moved
+    gap = np.linalg.norm(s.positions_mm[twins[:, 0]] - s.positions_mm[twins[:, 1]], axis=1)
+    assert gap.max() > 0.1 and rec["wound_opening_mm"] == pytest.approx(gap.max(), abs=1e-3)
+    assert np.abs(s.positions_mm[:n0] - x0).max() > 0.1
+    assert s.applied == [step] and not s.pending and "nodes duplicated" in result["msg"]
     got += buf.take() is not None
     assert 1 <= got <= len(seen) and buf.take() is None         # newest frames, each once
-    assert s.undo() and np.array_equal(s.alive, alive0) and np.allclose(s.positions_mm, x0)
-    assert s.pending == [step] and not s.undo()
+    last = s.recording[-1]
+    assert last.topology is s.topology and len(last.positions_mm) == len(s.rest_mm)
+    assert s.recording[0].topology is not s.topology             # playback keeps the mesh before the cut
+    assert s.undo() and len(s.rest_mm) == n0 and len(s.mesh.tets) == m0 and np.allclose(s.positions_mm, x0)
+    assert s.pending == [step] and not s.undo() and len(s.surgery.twins) == 0
 
 
 def test_incision_outside_the_organ_and_bad_steps_are_refused(run_dir):
@@ -92,29 +110,41 @@ def test_incision_outside_the_organ_and_bad_steps_are_refused(run_dir):
     far = s.rest_mm.max(axis=0) + 200.0
     s.pending.clear()
     s.add_step(incision_step([far, far + 10.0], 5.0))
-    with pytest.raises(ConfigError, match="does not cross"):
+    n0 = len(s.rest_mm)
+    with pytest.raises(ConfigError, match="not near the organ surface|cuts no tissue"):
         run_job(s, "step", lambda p: None)
+    assert len(s.pending) == 1 and not s.applied and len(s.rest_mm) == n0      # nothing changed
     for bad in (lambda: incision_step([[0, 0, 0]], 5.0), lambda: incision_step([[0, 0, 0], [1, 1, 1]], 0.0),
                 lambda: resect_step(mode="cube"), lambda: resect_step(margin_mm=-1)):
         with pytest.raises(ConfigError):
             bad()
 
 
-def test_plan_saved_by_the_viewer_replays_with_simulate(run_dir, tmp_path, capsys):
-    steps = [resect_step("liver_tumor", 8.0, "plane", [0.0, 0.0, 1.0]), incision_step([[0, 0, 0], [5, 0, 0]], 4)]
+def test_plan_saved_by_the_viewer_replays_with_simulate(run_dir, tmp_path):
+    import pyvista as pv
+
+    s = RehearsalSession.open(run_dir)
+    s.pending.clear()
+    steps = [incision_step(surface_path(s), 8.0), resect_step("liver_tumor", 8.0, "plane", [0.0, 0.0, 1.0])]
     path = save_plan(tmp_path / "plans" / "procedure" / "myplan.yaml", "myplan", steps)
     name, back = load_plan(path)
-    assert name == "myplan" and back == steps and "incision" in describe(back[1])
+    assert name == "myplan" and back == steps and "incision" in describe(back[0]) and "plane" in describe(back[1])
+    assert Procedure.load(path).steps[0].depth_mm == 8.0 and Procedure.load(path).steps[1].normal == [0.0, 0.0, 1.0]
     with pytest.raises(ConfigError):
         save_plan(tmp_path / "plan.json", "x", steps)
-    resect_only = save_plan(tmp_path / "plans" / "procedure" / "resect_only.yaml", "resect_only", steps[:1])
-    assert Procedure.load(resect_only).steps[0].normal == [0.0, 0.0, 1.0]
-    out = tmp_path / "replay"
+    for st in back:                                   # the viewer runs the plan ...
+        s.add_step(st)
+    run_job(s, "run", lambda p: None)
+    out = tmp_path / "replay"                         # ... and simulate replays it from the same pre-op state
     assert main(["simulate", str(run_dir / "mesh"), "--labels", str(run_dir / "labels.nii.gz"), "-o", str(out),
-                 f"hydra.searchpath=[file://{tmp_path / 'plans'}]", "procedure=resect_only"]) == 0
-    replayed = json.loads((out / "sim" / "procedure.json").read_text())
-    assert replayed["name"] == "resect_only" and replayed["steps"][0]["margin_mm"] == 8.0
-    assert replayed["steps"][0]["mode"] == "plane"
+                 f"hydra.searchpath=[file://{tmp_path / 'plans'}]", "procedure=myplan"]) == 0
+    replayed = json.loads((out / "sim" / "steps.json").read_text())
+    assert replayed["procedure"] == "myplan" and [r["action"] for r in replayed["steps"]] == ["incision", "resect"]
+    cut = replayed["steps"][0]
+    assert cut["duplicated_nodes"] == s.surgery.log[0].detail["duplicated_nodes"] > 0
+    assert replayed["steps"][1]["mode"] == "plane" and replayed["steps"][1]["margin_mm"] == 8.0
+    post = pv.read(out / "sim" / "postop.vtu")
+    assert post.n_points == len(s.rest_mm) and post.n_cells == len(s.mesh.tets)
 
 
 def test_scene_overlay_screenshot_offscreen(run_dir):
@@ -150,6 +180,8 @@ def test_scene_overlay_screenshot_offscreen(run_dir):
         s.add_step(resect_step("liver_tumor", 10.0))
         run_job(s, "run", lambda p: scene.show_frame(p.frame))
         assert scene.organ_surface().n_cells != n_cells   # the remnant's surface was re-extracted
+        assert scene.mesh is s.mesh and scene.organ_surface().n_points > 0
+        assert len(scene.overlay_values()[0]) == scene.organ_surface().n_points   # margin overlay on the cut mesh
         scene.set_clip([0, 1, 0], scene.organ_surface().center)
         clipped = pl.screenshot(None).astype(int)
         assert np.any(np.abs(clipped - on) > 30, axis=2).mean() > 0.01
@@ -165,7 +197,11 @@ def test_recording_and_movie_roundtrip(run_dir, tmp_path):
     path = s.recording.save(tmp_path / "rec.npz")
     back = Recording.load(path)
     assert len(back) == 3 and np.allclose(back[2].positions_mm, s.recording[2].positions_mm, atol=1e-3)
-    assert back[2].alive.sum() < back[1].alive.sum()
+    # the post-op frame is on the run's cut mesh (its own topology, more nodes), the others on the mesh opened
+    assert back[0].topology is back[1].topology is not back[2].topology
+    assert len(back[2].positions_mm) == len(back[2].topology.mesh.points) > len(back[1].positions_mm)
+    assert np.allclose(back[2].topology.mesh.points[:len(s.rest_mm)], s.rest_mm, atol=1e-9)
+    assert not back[2].alive.all() and back[1].alive.all()
     frames = [np.full((33, 41, 3), v, np.uint8) for v in (0, 128, 255)]
     gif = write_movie(tmp_path / "m.gif", frames, fps=5)
     import imageio.v2 as imageio
@@ -210,18 +246,28 @@ def test_qt_viewer_incision_run_undo_screenshots_movie(run_dir, tmp_path):
     assert r["overlay_after_key_2"] == "strain" and r["overlay_after_key_1"] == "displacement"
     assert r["slice_rgb_colours"] > 20
     # incision picked on the rendered organ, saved with the procedure-file key names
-    assert r["picked"] >= 2 and r["committed"] and r["incision_keys"] == ["action", "depth", "path"]
+    assert r["picked"] >= 2 and r["committed"] and r["incision_keys"] == ["action", "depth_mm", "path_mm"]
     # the worker ran while the UI event loop kept turning; a second job was refused meanwhile
     assert r["started"] and r["second_start_refused"] and r["ticks_during_solve"] >= 2
     assert r["applied"] == ["incision"] and "Newton iterations" in r["status"]
-    assert r["alive_after"] < r["alive_before"] and r["cells_after"] != r["cells_before"]
-    assert r["max_node_move_mm"] > 1e-3
+    # a real cut: more nodes (the duplicated lips) and elements (split), volume kept, the wound opened,
+    # the scene rebuilt on the cut mesh (the lips add surface triangles)
+    assert r["nodes_after"] > r["nodes_before"] and r["elements_after"] > r["elements_before"]
+    assert r["duplicated_nodes"] > 0 and r["wound_opening_mm"] > 0.1 and r["scene_on_cut_mesh"]
+    assert abs(r["volume_after"] - r["volume_before"]) < 1e-6 * r["volume_before"]
+    assert r["cells_after"] > r["cells_before"] and r["max_node_move_mm"] > 1e-3
+    # grasp and drag: the tool held tissue, moved 3 drag steps, the force on it is shown
+    assert r["grasp_added"] and r["tool_moves"] == 3 and r["tool_move_mm"] == pytest.approx(9.0, abs=1e-6)
+    assert r["retraction_added"] and r["tool_pending"] == ["grasp", "retract"]
+    assert r["applied_after_tool"] == ["incision", "grasp", "retract"], r["tool_status"]
+    assert r["tool_force_n"] > 1e-3 and r["tool_force_text"].startswith("grasper") and r["tool_force_text"].endswith("N")
     assert r["plane_through_tumour_refused"] and "cuts the tumour" in r["plane_refusal_message"]
     assert r["plane_added"] and r["plane_step"]["mode"] == "plane" and r["plane_step"]["margin_mm"] > 0
     assert r["plane_removed"] and r["pending_after_remove"] == []
-    assert r["resection_added"] and r["alive_after_resection"] < r["alive_after"]
+    assert r["resection_added"] and r["volume_after_resection"] < 0.99 * r["volume_after"]
     assert "remnant parenchyma" in r["risk_rows"] and "margin achieved" in r["risk_rows"]
-    assert r["alive_after_undo"] == r["alive_after"] and r["pending_after_undo"] == ["resect"]
+    assert r["volume_after_undo"] == pytest.approx(r["volume_after"]) and r["pending_after_undo"] == ["resect"]
+    assert r["nodes_after_undo"] == r["nodes_after"]
     assert r["timeline_max"] >= 4
     # screenshots: the overlay changes the picture and brings its colour bar
     import imageio.v2 as imageio
@@ -235,7 +281,9 @@ def test_qt_viewer_incision_run_undo_screenshots_movie(run_dir, tmp_path):
     assert np.any(np.abs(strain - disp) > 30, axis=2).mean() > 0.01
     plan_file = tmp_path / "plans" / "procedure" / "viewer_plan.yaml"
     name, steps = load_plan(plan_file)
-    assert [st["action"] for st in steps] == ["incision", "resect"] and len(steps[0]["path"]) == r["picked"]
+    assert [st["action"] for st in steps] == ["incision", "grasp", "retract", "resect"]
+    assert len(steps[0]["path_mm"]) == r["picked"] and len(steps[2]["path_mm"]) == 3
+    assert [st.action for st in Procedure.load(plan_file).steps] == ["incision", "grasp", "retract", "resect"]
     movie = Path(r["movie"])
     assert movie.is_file() and movie.stat().st_size > 1000
 

@@ -34,6 +34,10 @@ def pick_surface_point(win, x, y):
     return None
 
 
+def live_volume(session) -> float:
+    return float(session.mesh.tet_volumes_mm3()[session.alive].sum())
+
+
 def main(run: str, out: str):
     out = Path(out)
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
@@ -64,17 +68,19 @@ def main(run: str, out: str):
 
     # incision path: picks across the middle of the rendered organ
     w, h = win.plotter.renderer.GetSize()
-    picks = [pick_surface_point(win, int(w * fx), int(h * 0.55)) for fx in (0.42, 0.5, 0.58)]
+    picks = [pick_surface_point(win, int(w * fx), int(h * 0.55)) for fx in (0.36, 0.5, 0.64)]
     picks = [p for p in picks if p is not None]
     res["picked"] = len(picks)
     for p in picks:
         win.add_path_point(p)
+    win.procedure.depth.setValue(15.0)     # the test mesh is coarse (12 mm elements)
     res["committed"] = win.commit_incision()
     res["pending_after_commit"] = [s["action"] for s in session.pending]
     res["incision_keys"] = sorted(session.pending[0]) if session.pending else []
 
     cells_before = int(win.scene.organ_surface().n_cells)
-    alive_before = int(session.alive.sum())
+    nodes_before, elements_before = len(session.rest_mm), len(session.mesh.tets)
+    volume_before = live_volume(session)
     x_before = session.positions_mm.copy()
     win.set_overlay("none")
     win.screenshot(out / "none.png")
@@ -97,14 +103,44 @@ def main(run: str, out: str):
     res["ticks_during_solve"] = ticks["during_solve"]
     res["recorded_frames"] = frames_shown
     res["status"] = win.statusBar().currentMessage()
-    res["alive_before"], res["alive_after"] = alive_before, int(session.alive.sum())
+    res["nodes_before"], res["nodes_after"] = nodes_before, len(session.rest_mm)
+    res["elements_before"], res["elements_after"] = elements_before, len(session.mesh.tets)
+    res["volume_before"], res["volume_after"] = volume_before, live_volume(session)
     res["cells_before"], res["cells_after"] = cells_before, int(win.scene.organ_surface().n_cells)
-    res["max_node_move_mm"] = float(np.abs(session.positions_mm - x_before).max())
+    res["scene_points"] = int(win.scene.organ_surface().n_points)
+    res["scene_on_cut_mesh"] = win.scene.mesh is session.mesh
+    res["duplicated_nodes"] = int(len(session.surgery.twins))
+    res["wound_opening_mm"] = session.surgery.wound_opening_mm()
+    res["incision_seconds"] = session.surgery.log[-1].seconds if session.surgery.log else None
+    res["max_node_move_mm"] = float(np.abs(session.positions_mm[:nodes_before] - x_before).max())
     res["applied"] = [s["action"] for s in session.applied]
     win.screenshot(out / "displacement.png")
     win.set_overlay("strain")
     win.screenshot(out / "strain.png")
     win.set_overlay("displacement")
+
+    # grasp and drag: a grasp point picked on the organ, three Shift+Up moves, the retraction added and run
+    gp = pick_surface_point(win, int(w * 0.45), int(h * 0.5))
+    res["grasp_added"] = gp is not None and win.add_grasp_point(gp)
+    win.plotter.interactor.setFocus()
+    pump(app, 0.05)
+    for _ in range(3):
+        QTest.keyClick(win.plotter.interactor, QtCore.Qt.Key_Up, QtCore.Qt.ShiftModifier)
+    pump(app, 0.1)
+    res["tool_moves"] = len(win.tool_path)
+    res["tool_move_mm"] = float(np.linalg.norm(win.tool_path[-1] - win.tool_tip)) if win.tool_path else 0.0
+    res["retraction_added"] = win.commit_retraction()
+    res["tool_pending"] = [s["action"] for s in session.pending]
+    win.start_job("run")
+    while win.busy:
+        app.processEvents()
+        time.sleep(0.002)
+    pump(app, 0.2)
+    res["tool_status"] = win.statusBar().currentMessage()
+    res["tool_force_text"] = win.solver.force.text()
+    forces = session.tool_forces()
+    res["tool_force_n"] = float(np.linalg.norm(forces["grasper"])) if "grasper" in forces else 0.0
+    res["applied_after_tool"] = [s["action"] for s in session.applied]
 
     # plane widget: through the tumour the plan is refused; moved 40 mm back from the removed side it is added
     win.toggle_plane()
@@ -129,7 +165,7 @@ def main(run: str, out: str):
         app.processEvents()
         time.sleep(0.002)
     pump(app, 0.2)
-    res["alive_after_resection"] = int(session.alive.sum())
+    res["volume_after_resection"] = live_volume(session)
     res["risk_rows"] = [win.risk.item(r, 0).text() for r in range(win.risk.rowCount())]
     win.toggle_margin_sphere()
     win.toggle_clip()
@@ -138,7 +174,8 @@ def main(run: str, out: str):
     win.toggle_margin_sphere()
     win.save_plan_dialog(str(out / "plans" / "procedure" / "viewer_plan.yaml"))
     win.undo()
-    res["alive_after_undo"] = int(session.alive.sum())
+    res["volume_after_undo"] = live_volume(session)
+    res["nodes_after_undo"] = len(session.rest_mm)
     res["pending_after_undo"] = [s["action"] for s in session.pending]
 
     # playback: first recorded frame vs last

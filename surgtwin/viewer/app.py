@@ -18,7 +18,7 @@ from .overlays import OVERLAY_KEYS, OVERLAYS, over_threshold
 from .scene import Scene
 from .session import RehearsalSession
 from .sources import add_bones
-from .steps import incision_step, resect_step, save_plan
+from .steps import grasp_step, incision_step, release_step, resect_step, retract_step, save_plan
 from .worker import FrameBuffer, make_thread_class
 
 
@@ -38,6 +38,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.buffer = FrameBuffer()
         self.thread = None
         self.path: list[np.ndarray] = []
+        self.tool_tip = None                  # where the planned tool is (after its grasp/moves so far) [mm]
+        self.tool_path: list[np.ndarray] = []  # tool moves not yet added as a retraction
         self.plane = None                     # (normal, origin) of the resection plane widget
         self.clip_on = False
         self._draws: list[float] = []
@@ -92,6 +94,9 @@ class MainWindow(QtWidgets.QMainWindow):
         p.add_incision_btn.clicked.connect(self.commit_incision)
         p.add_resect_btn.clicked.connect(self.add_resection)
         p.save_btn.clicked.connect(lambda: self.save_plan_dialog())
+        p.grasp_btn.toggled.connect(self.set_grasp_mode)
+        p.retract_btn.clicked.connect(self.commit_retraction)
+        p.release_btn.clicked.connect(self.add_release)
         p.margin.valueChanged.connect(lambda _: self._margin_preview())
         self.risk = pn.RiskPanel()
         self.materials = pn.MaterialPanel(s.materials())
@@ -119,6 +124,9 @@ class MainWindow(QtWidgets.QMainWindow):
     def _shortcuts(self):
         keys = {"Space": lambda: self.start_job("run"), "N": lambda: self.start_job("step"), "Ctrl+Z": self.undo,
                 "Esc": self.escape, "I": lambda: self.procedure.incise_btn.toggle(), "Return": self.commit_incision,
+                "G": lambda: self.procedure.grasp_btn.toggle(), "T": self.commit_retraction,
+                "Shift+Up": lambda: self.move_tool(0, 1), "Shift+Down": lambda: self.move_tool(0, -1),
+                "Shift+Left": lambda: self.move_tool(-1, 0), "Shift+Right": lambda: self.move_tool(1, 0),
                 "P": self.toggle_plane, "M": self.toggle_margin_sphere, "C": self.toggle_clip,
                 "R": lambda: self._redraw(self.scene.reset_camera()), "Ctrl+P": lambda: self.screenshot_dialog(),
                 "Ctrl+E": lambda: self.movie_dialog(), "Ctrl+S": lambda: self.save_plan_dialog(),
@@ -182,6 +190,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.solver.rate.setText(f"{p.iterations_per_s:.1f}")
         self.solver.residual.setText(f"{p.relative_residual:.2e} (iteration {p.iteration}, {p.step})")
         self.solver.fps.setText(f"{self.display_fps()} fps")
+        if p.tool_forces_n:
+            self.solver.show_forces(p.tool_forces_n)
 
     def _on_done(self, msg):
         self.statusBar().showMessage(msg)
@@ -203,7 +213,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def refresh(self):
         s = self.s
         self.procedure.show_steps(s.applied, s.pending)
-        extra = {"elements": f"{int(s.alive.sum())} of {len(s.alive)}",
+        self.solver.show_forces({k: float(np.linalg.norm(f)) for k, f in s.tool_forces().items()})
+        extra = {"elements": f"{int(s.alive.sum())} of {len(s.alive)}", "nodes": f"{len(s.positions_mm)}",
                  "strain over threshold": f"{over_threshold(s.strain, s.alive, s.cfg.report.strain_threshold)} elements"}
         try:
             self.risk.show_risk(s.risk(), extra)
@@ -283,10 +294,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self._redraw()
 
     def commit_incision(self) -> bool:
-        """The drawn path (current positions, mapped to the rest shape) as a pending incision step."""
+        """The drawn path (picked on the tissue as it is now: incisions cut where the tissue is when they
+        run) as a pending incision step."""
         try:
-            rest = _to_rest(self.s, np.array(self.path))
-            self.s.add_step(incision_step(rest, self.procedure.depth.value()))
+            self.s.add_step(incision_step(np.array(self.path), self.procedure.depth.value()))
         except (ConfigError, ValueError) as exc:
             self.statusBar().showMessage(str(exc))
             return False
@@ -295,6 +306,70 @@ class MainWindow(QtWidgets.QMainWindow):
             self.procedure.incise_btn.setChecked(False)
         self.refresh()
         return True
+
+    # -- grasp and retract --
+    def set_grasp_mode(self, on: bool):
+        if on:
+            if self.procedure.incise_btn.isChecked():
+                self.procedure.incise_btn.setChecked(False)
+            self.plotter.enable_surface_point_picking(callback=self.add_grasp_point, show_point=False,
+                                                      left_clicking=True, show_message=False, picker="cell")
+            self.statusBar().showMessage("grasp: click the organ where the tool takes hold")
+        else:
+            self.plotter.disable_picking()
+
+    def add_grasp_point(self, point) -> bool:
+        """A grasp step at the picked surface point (tissue within the grasp radius is held)."""
+        if point is None:
+            return False
+        try:
+            self.s.add_step(grasp_step(point, self.procedure.grasp_radius.value()))
+        except ConfigError as exc:
+            self.statusBar().showMessage(str(exc))
+            return False
+        self.tool_tip, self.tool_path = np.asarray(point, float), []
+        self.scene.set_tool(self.tool_tip, [])
+        if self.procedure.grasp_btn.isChecked():
+            self.procedure.grasp_btn.setChecked(False)
+        self.statusBar().showMessage("grasped: move the tool with Shift+arrows, T adds the retraction")
+        self.refresh()
+        return True
+
+    def move_tool(self, right: float, up: float) -> bool:
+        """Move the planned tool tip one drag step in the view plane (camera right / up)."""
+        if self.tool_tip is None:
+            self.statusBar().showMessage("grasp the organ first (G, then click it)")
+            return False
+        cam = self.plotter.camera
+        view = np.subtract(cam.focal_point, cam.position)
+        view /= np.linalg.norm(view)
+        upv = np.asarray(cam.up, float)
+        upv = upv - (upv @ view) * view
+        upv /= np.linalg.norm(upv)
+        rightv = np.cross(view, upv)
+        last = self.tool_path[-1] if self.tool_path else self.tool_tip
+        self.tool_path.append(last + self.procedure.drag_step.value() * (right * rightv + up * upv))
+        self.scene.set_tool(self.tool_tip, self.tool_path)
+        self._redraw()
+        return True
+
+    def commit_retraction(self) -> bool:
+        """The tool moves so far as a pending retraction step."""
+        try:
+            self.s.add_step(retract_step(np.array(self.tool_path)))
+        except ConfigError as exc:
+            self.statusBar().showMessage(f"{exc}: grasp (G) and move the tool (Shift+arrows) first")
+            return False
+        self.tool_tip, self.tool_path = self.tool_path[-1], []
+        self.scene.set_tool(self.tool_tip, [])
+        self.refresh()
+        return True
+
+    def add_release(self):
+        self.s.add_step(release_step())
+        self.tool_tip, self.tool_path = None, []
+        self.scene.set_tool(None, [])
+        self.refresh()
 
     # -- resection --
     def toggle_plane(self):
@@ -422,9 +497,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
 
 def _current(session):
-    from .recording import Frame
-
-    return Frame(session.positions_mm, session.alive, session.strain, "current")
+    return session.frame("current")
 
 
 def _to_rest(session, points: np.ndarray) -> np.ndarray:

@@ -10,7 +10,9 @@ from .steps import describe
 SHORTCUTS = [
     ("Space", "run all pending steps"), ("N", "step: apply the next pending step"), ("Ctrl+Z", "undo the last step"),
     ("Esc", "stop the solver / clear the incision path"), ("I", "incision mode: click points on the organ"),
-    ("Return", "add the drawn incision as a step"), ("P", "resection plane widget on/off"),
+    ("Return", "add the drawn incision as a step"), ("G", "grasp mode: click the organ where the tool grasps"),
+    ("Shift+arrows", "move the grasped tool in the view plane (one drag step per press)"),
+    ("T", "add the tool moves as a retraction step"), ("P", "resection plane widget on/off"),
     ("M", "margin sphere on/off"), ("C", "clipping plane on/off"),
     ("0-4", "overlay: none, displacement, strain, distance, margin"), ("R", "reset the camera"),
     ("Ctrl+P", "screenshot (PNG)"), ("Ctrl+E", "export a movie of the recording (mp4, else gif)"),
@@ -92,6 +94,23 @@ class ProcedurePanel(QtWidgets.QWidget):
         form.addRow("resection", self.mode)
         form.addRow("margin", self.margin)
         form.addRow(self.add_resect_btn)
+        self.grasp_btn = QtWidgets.QPushButton("Grasp (G)")
+        self.grasp_btn.setCheckable(True)
+        self.grasp_radius = QtWidgets.QDoubleSpinBox()
+        self.grasp_radius.setRange(1.0, 30.0)
+        self.grasp_radius.setValue(8.0)
+        self.grasp_radius.setSuffix(" mm")
+        self.drag_step = QtWidgets.QDoubleSpinBox()
+        self.drag_step.setRange(0.5, 20.0)
+        self.drag_step.setValue(3.0)
+        self.drag_step.setSuffix(" mm")
+        self.retract_btn = QtWidgets.QPushButton("Add retraction step (T)")
+        self.release_btn = QtWidgets.QPushButton("Add release step")
+        form.addRow(self.grasp_btn)
+        form.addRow("grasp radius", self.grasp_radius)
+        form.addRow("drag step (Shift+arrows)", self.drag_step)
+        form.addRow(self.retract_btn)
+        form.addRow(self.release_btn)
         self.save_btn = QtWidgets.QPushButton("Save plan… (Ctrl+S)")
         form.addRow(self.save_btn)
         lay.addLayout(form)
@@ -175,11 +194,19 @@ class SolverPanel(QtWidgets.QWidget):
         self.rate = QtWidgets.QLabel("–")
         self.residual = QtWidgets.QLabel("–")
         self.fps = QtWidgets.QLabel("–")
+        self.force = QtWidgets.QLabel("no tool")
+        for label in (self.state, self.rate, self.residual, self.fps, self.force):   # long texts must not widen the dock
+            label.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Preferred)
         lay.addRow("device", self.device)
         lay.addRow("solver", self.state)
         lay.addRow("Newton iterations / s", self.rate)
         lay.addRow("relative residual", self.residual)
         lay.addRow("display", self.fps)
+        lay.addRow("tool force", self.force)
+
+    def show_forces(self, forces_n: dict):
+        """tool -> |force| [N] of the tissue on the tool."""
+        self.force.setText(", ".join(f"{k} {v:.3f} N" for k, v in forces_n.items()) if forces_n else "no tool")
 
 
 class SlicePanel(QtWidgets.QWidget):
@@ -229,7 +256,9 @@ def help_widget() -> QtWidgets.QWidget:
     text = "<h3>Keyboard shortcuts</h3><table>" + "".join(
         f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in SHORTCUTS) + f"</table><p>{SHORTCUT_NOTE}</p>"
     text += ("<p>Incision: press I, click points on the organ surface, set the depth, press Return; then Step. "
-             "Resection: choose sphere (margin around the tumour) or plane (drag the plane widget, P), Add, Step.</p>")
+             "Resection: choose sphere (margin around the tumour) or plane (drag the plane widget, P), Add, Step. "
+             "Retraction: press G, click where the tool grasps, move it with Shift+arrows, press T; then Step "
+             "(the force on the tool shows under the solver status).</p>")
     w = QtWidgets.QLabel(text)
     w.setWordWrap(True)
     w.setAlignment(QtCore.Qt.AlignTop)

@@ -2,7 +2,9 @@
 Plotter): deformed organ and inner structures, context surfaces, overlays with colour bars, the
 incision path, resection plane / margin sphere previews and a clipping plane.
 
-``show_frame`` only moves points and swaps scalars (no new actors), so the display loop stays cheap.
+``show_frame`` only moves points and swaps scalars (no new actors), so the display loop stays cheap;
+the surfaces are re-extracted (new actors) only when elements were removed or a cut changed the
+topology (the frame's ``Topology``).
 """
 from __future__ import annotations
 
@@ -25,8 +27,6 @@ class Scene:
         self.pl, self.s = plotter, session
         self.overlay = "displacement"
         self.reference = "start"           # displacement from the "start" (loaded) state or "rest"
-        self._start_mm = session.positions_mm.copy()   # the state the viewer opened on
-        self._ref_mm = self._start_mm
         self.props: dict[str, dict] = {}   # structure -> {visible, opacity, color}
         self.actors: dict[str, object] = {}
         self.meshes: dict[str, pv.PolyData] = {}
@@ -34,7 +34,8 @@ class Scene:
         self._embedding: dict[str, tuple] = {}  # smooth surfaces carried by the tets: (nodes, weights, cell)
         self._full: dict[str, pv.PolyData] = {}
         self._alive_key = None
-        self.frame = Frame(session.positions_mm, session.alive, session.strain, "start")
+        self.topology = None                # the Topology the surfaces were extracted from
+        self.frame = session.frame("start")
         self.path_points: list[np.ndarray] = []
         self.clip_normal, self.clip_origin = None, None
         self._targets = {}
@@ -88,15 +89,25 @@ class Scene:
                 actor.GetProperty().SetColor(pv.Color(p["color"]).float_rgb)
 
     # -- the deforming mesh --
+    @property
+    def mesh(self):
+        """The tet mesh (rest, all elements) of the frame on show."""
+        return self.topology.mesh
+
+    @property
+    def _ref_mm(self) -> np.ndarray:
+        """Displacement reference on the shown topology: the state the viewer opened on, or the rest shape."""
+        return self.mesh.points if self.reference == "rest" else self.topology.start_mm
+
     def _extract(self, name: str, alive: np.ndarray):
-        mesh = self.s.mesh
+        mesh = self.mesh
         sel = alive.copy()
         if name != self.s.cfg.mesh.organ:
             sel &= mesh.labels == mesh.table.id_of(name)
         cells = np.flatnonzero(sel)
         if len(cells) == 0:
             return None
-        grid = pv.UnstructuredGrid({pv.CellType.TETRA: mesh.tets[cells]}, self.s.rest_mm)
+        grid = pv.UnstructuredGrid({pv.CellType.TETRA: mesh.tets[cells]}, mesh.points)
         grid.cell_data["cid"] = cells
         grid.point_data["pid"] = np.arange(grid.n_points)
         surf = grid.extract_surface(algorithm="dataset_surface")
@@ -104,8 +115,14 @@ class Scene:
         return surf
 
     def show_frame(self, frame: Frame, rebuild: bool = False):
-        """Move the deforming surfaces to ``frame`` (re-extracted only when elements were removed)."""
+        """Move the deforming surfaces to ``frame`` (re-extracted only when elements were removed or
+        the topology changed)."""
         self.frame = frame
+        topo = frame.topology or self.s.topology
+        if topo is not self.topology:
+            self.topology = topo
+            self._embedding, self._targets = {}, {}   # both index the previous topology
+            rebuild = True
         key = (len(frame.alive), int(frame.alive.sum()), hash(np.packbits(frame.alive).tobytes()))
         if rebuild or key != self._alive_key:
             self._alive_key = key
@@ -146,20 +163,20 @@ class Scene:
         if name not in self._embedding:
             surf = self.s.surfaces[name].triangulate()
             pts = np.asarray(surf.points, float)
-            grid = self.s.mesh.grid
+            grid = self.mesh.grid
             cell = np.asarray(grid.find_containing_cell(pts))
-            tets = self.s.mesh.tets
+            tets = self.mesh.tets
             nodes = np.zeros((len(pts), 4), np.int64)
             weights = np.zeros((len(pts), 4))
             inside = cell >= 0
-            x = self.s.rest_mm[tets[cell[inside]]]                      # (k, 4, 3)
+            x = self.mesh.points[tets[cell[inside]]]                      # (k, 4, 3)
             t = np.stack([x[:, 1] - x[:, 0], x[:, 2] - x[:, 0], x[:, 3] - x[:, 0]], axis=2)
             lam = np.linalg.solve(t, (pts[inside] - x[:, 0])[..., None])[..., 0]
             weights[inside] = np.c_[1.0 - lam.sum(1), lam]
             nodes[inside] = tets[cell[inside]]
             from scipy.spatial import cKDTree
 
-            nodes[~inside, 0] = cKDTree(self.s.rest_mm).query(pts[~inside])[1]
+            nodes[~inside, 0] = cKDTree(self.mesh.points).query(pts[~inside])[1]
             weights[~inside, 0] = 1.0
             self._embedding[name] = (nodes, weights, cell)
             self._full[name] = surf
@@ -191,7 +208,7 @@ class Scene:
         if name in ("distance", "margin"):
             groups = ov.VESSELS + ov.TUMOUR if name == "distance" else ov.TUMOUR
             if groups not in self._targets:
-                self._targets[groups] = self.s.region_nodes(groups, alive_only=False)  # also once resected
+                self._targets[groups] = self.s.region_nodes(groups, alive_only=False, mesh=self.mesh)  # also once resected
             d = ov.distance_to_nodes_mm(x, self._targets[groups])[pid]
             return np.minimum(d, 1e3), ov.style(name, margin_mm=margin)
         raise ValueError(name)
@@ -212,7 +229,6 @@ class Scene:
     def set_reference(self, which: str):
         """Displacement from the state the viewer opened on ("start") or from the rest shape ("rest")."""
         self.reference = which
-        self._ref_mm = self.s.rest_mm if which == "rest" else self._start_mm
         self._update_overlay_values()
 
     def _add_organ(self):
@@ -282,6 +298,18 @@ class Scene:
             self.pl.add_mesh(pv.lines_from_points(pts), color="black", line_width=5, name="incision_path",
                              reset_camera=False, pickable=False)
 
+    def set_tool(self, tip, path):
+        """Draw the grasping tool's tip (a sphere) and its planned moves (a line), or hide them (tip None)."""
+        self.pl.remove_actor(["tool_tip", "tool_path"])
+        if tip is None:
+            return
+        pts = np.vstack([np.asarray(tip, float)[None]] + [np.asarray(p, float)[None] for p in path])
+        self.pl.add_mesh(pv.Sphere(radius=2.5, center=pts[-1]), color="#2ca02c", name="tool_tip",
+                         reset_camera=False, pickable=False)
+        if len(pts) > 1:
+            self.pl.add_mesh(pv.lines_from_points(pts), color="#2ca02c", line_width=5, name="tool_path",
+                             reset_camera=False, pickable=False)
+
     def show_plane(self, origin, normal, *, name="resection_plane"):
         size = float(self.meshes[self.s.cfg.mesh.organ].length) * 0.6
         plane = pv.Plane(center=origin, direction=normal, i_size=size, j_size=size)
@@ -300,7 +328,7 @@ class Scene:
 
     def tumour_sphere(self):
         """(centre [mm], equivalent radius [mm]) of the tumour in the current frame, or (None, 0)."""
-        mesh = self.s.mesh
+        mesh = self.mesh
         if "liver_tumor" not in mesh.table:
             return None, 0.0
         sel = mesh.labels == mesh.table.id_of("liver_tumor")

@@ -99,29 +99,36 @@ def _load(cls, target, cfg: RunConfig | None):
 
 
 def _load_run_state(session, folder: Path):
-    """Pre-op state, the run's procedure (as pending steps) and report from a simulated run folder."""
+    """Pre-op state, the run's procedure (as pending steps) and report from a simulated run folder.
+
+    The run's states are on its final (cut) mesh, whose first nodes are the nodes of mesh/volume.vtu:
+    the pre-op state starts the rehearsal; the post-op state is recorded with its own topology."""
     import pyvista as pv
 
+    from ..mesh import TetMesh
     from ..risk import RiskReport
-    from .recording import Frame
+    from .recording import Frame, Topology
     from .steps import load_plan
 
+    n, m = len(session.rest_mm), len(session.mesh.tets)
     pre = folder / "sim" / "preop.vtu"
     if pre.is_file():
         g = pv.read(pre)
-        if g.n_points == len(session.rest_mm):
-            session.positions_mm = np.asarray(g.points, float)
-            session.strain = np.asarray(g.cell_data.get("max_principal_strain", session.strain), float)
+        x = np.asarray(g.points, float)
+        rest = x - np.asarray(g.point_data["displacement_mm"], float) if "displacement_mm" in g.point_data else None
+        if g.n_points >= n and rest is not None and np.allclose(rest[:n], session.rest_mm, atol=1e-6):
+            strain = np.asarray(g.cell_data["max_principal_strain"], float) if g.n_cells == m else None
+            session.set_start(x[:n], strain, "pre-op (run)")
             session.equilibrated = True
-            session.recording.append(Frame(session.positions_mm.copy(), session.alive.copy(),
-                                           session.strain.copy(), "pre-op (run)"))
-        post = folder / "sim" / "postop.vtu"
-        if post.is_file():
-            g = pv.read(post)
-            if g.n_points == len(session.rest_mm) and "alive" in g.cell_data:
-                session.recording.append(Frame(np.asarray(g.points, float), np.asarray(g.cell_data["alive"], bool),
-                                               np.asarray(g.cell_data["max_principal_strain"], float),
-                                               "post-op (run)"))
+            post = folder / "sim" / "postop.vtu"
+            if post.is_file():
+                p = pv.read(post)
+                if p.n_points == g.n_points and p.n_cells == g.n_cells and "alive" in p.cell_data:
+                    mesh = TetMesh.from_arrays(rest, p.cells_dict[pv.CellType.TETRA], p.cell_data["label"],
+                                               session.mesh.table)
+                    session.recording.append(Frame(np.asarray(p.points, float), np.asarray(p.cell_data["alive"], bool),
+                                                   np.asarray(p.cell_data["max_principal_strain"], float),
+                                                   "post-op (run)", topology=Topology(mesh, x)))
     proc = folder / "sim" / "procedure.json"
     if proc.is_file():
         _, steps = load_plan(proc)

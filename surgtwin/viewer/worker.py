@@ -37,31 +37,39 @@ class FrameBuffer:
 def run_job(session, job: str, on_progress, should_stop=lambda: False) -> str:
     """Run ``job`` on ``session`` in the calling thread: "equilibrate" (pre-op equilibrium), "step"
     (the next pending step) or "run" (every pending step). Calls ``on_progress(Progress)`` per Newton
-    iteration. Returns a one-line summary."""
+    iteration. Returns a one-line summary; a stopped step goes back to the pending list."""
+    from .session import Stopped
+
     if job not in JOBS:
         raise ValueError(f"unknown job '{job}' ({', '.join(JOBS)})")
-    done, last = 0, None
-    if job == "equilibrate":
-        gen = [session.equilibrate(should_stop)]
-    else:
-        gen = None
-    while True:
-        if gen is None:
-            if not session.pending or should_stop() or (job == "step" and done):
-                break
-            current = session.run_next(should_stop)
+    seen = {"last": None}
+
+    def progress(p):
+        seen["last"] = p
+        on_progress(p)
+    records = []
+    try:
+        if job == "equilibrate":
+            session.equilibrate(progress, should_stop)
         else:
-            if not gen:
-                break
-            current = gen.pop()
-        for progress in current:
-            last = progress
-            on_progress(progress)
-        done += 1
+            while session.pending and not should_stop():
+                records.append(session.run_next(progress, should_stop))
+                if job == "step":
+                    break
+    except Stopped:
+        return "stopped: the step is back in the pending list"
+    last = seen["last"]
     if last is None:
         return "nothing to solve"
-    return (f"{last.step}: {last.iteration} Newton iterations, residual {last.relative_residual:.1e}"
-            f"{' (stopped)' if should_stop() else ''}")
+    msg = (f"{last.step}: {last.iteration} Newton iterations, residual {last.relative_residual:.1e}"
+           f"{' (stopped)' if should_stop() else ''}")
+    if records and "duplicated_nodes" in records[-1]:
+        r = records[-1]
+        msg += (f"; {r['split_elements']} elements split, {r['duplicated_nodes']} nodes duplicated, "
+                f"topology {r['topology_seconds']:.2f} s")
+    if records and "wound_opening_mm" in records[-1]:
+        msg += f"; wound open {records[-1]['wound_opening_mm']:.1f} mm"
+    return msg
 
 
 def _lower_priority(niceness: int = 5):
