@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .errors import ConfigError
+from .errors import ConfigError, MeshError
 from .sim import ModelSpec
 from .sim.blocks import signed_volumes
 from .tetsplit import (TET_FACES, boundary_of, count4, duplicate_nodes, face_keys, interior_faces, largest_face_piece,
@@ -162,7 +162,7 @@ def incise_topology(tets: np.ndarray, alive: np.ndarray, phi: np.ndarray, band: 
     ta, tb = lid[ta], lid[tb]
     cut = (split.side[ta] * split.side[tb] == -1) & blade[faces].all(1)
     cut_faces = faces[cut]
-    for _ in range(20):  # separate; drop cut faces that would leave a non-manifold boundary edge
+    while True:  # separate; drop cut faces that would leave a non-manifold boundary edge (ends: each round drops)
         new_tets, src = duplicate_nodes(split.tets, live, cut_faces, n1)
         touched = np.concatenate([np.unique(cut_faces), n1 + np.arange(len(src))])
         bad = non_manifold_edges(new_tets[live], n1 + len(src), touched) if len(cut_faces) else []
@@ -174,8 +174,10 @@ def incise_topology(tets: np.ndarray, alive: np.ndarray, phi: np.ndarray, band: 
         for i, j in ((0, 1), (1, 2), (0, 2)):
             e = cut_faces[:, [i, j]]
             has |= np.isin(e[:, 0] * n1 + e[:, 1], bad[:, 0] * n1 + bad[:, 1])
+        if not has.any():
+            raise MeshError("the incision cannot be opened along this path without a non-manifold wound edge "
+                            "(try a path further from earlier cuts, or another depth)")
         cut_faces = cut_faces[~has]
-    raise AssertionError("incision separation did not reach a manifold boundary")
 
 
 def apply_incision(spec: ModelSpec, positions: np.ndarray | None, path_mm, depth_mm: float, *,
