@@ -251,7 +251,8 @@ def test_wedge_resection_file_parses():
     from surgtwin.resources import configs_dir
 
     proc = Procedure.load(configs_dir() / "procedure" / "wedge_resection.yaml")
-    assert [s.action for s in proc.steps] == ["incision", "grasp", "retract", "clip", "resect", "release", "settle"]
+    assert [s.action for s in proc.steps] == ["press", "incision", "grasp", "retract", "clip", "resect", "release",
+                                             "settle"]
     assert proc.resections[0].margin_mm == 10.0 and isinstance(proc.resections[0], ResectionStep)
 
 
