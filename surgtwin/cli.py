@@ -162,9 +162,10 @@ def cmd_run(args, cfg):
 
 
 def _summary(report):
-    m = report.metrics
-    print(f"remnant {m['remnant_parenchyma_ml']:.0f} mL ({m['remnant_percent']:.1f} %), margin "
-          f"{m['margin_achieved_mm']:.1f} mm (planned {m['margin_planned_mm']:.0f}), vessels crossing "
+    m, onc = report.metrics, report.oncological or {}
+    cut = (f"territory of {report.target} divided at {onc.get('at_mm')} mm" if onc.get("mode") == "territory" else
+           f"margin {m['margin_achieved_mm']:.1f} mm (planned {m['margin_planned_mm']:.0f})")
+    print(f"remnant {m['remnant_parenchyma_ml']:.0f} mL ({m['remnant_percent']:.1f} %), {cut}, vessels crossing "
           f"{len(report.vessels)}, peak strain {m['peak_strain']:.3f}, max shift {m['max_shift_mm']:.2f} mm")
     for f in report.flags:
         print(f"  flag: {f}")

@@ -102,8 +102,10 @@ class ResectionStep:
     action: str = "resect"
     target: str = "liver_tumor"      # label the resection is built around
     margin_mm: float = 10.0
-    mode: str = "sphere"             # sphere (tumour + margin) | plane
+    mode: str = "sphere"             # sphere (tumour + margin) | plane | territory (of a vessel branch)
     normal: Optional[list] = None    # plane mode: LPS normal pointing into the removed side; None = auto
+    at_mm: Optional[list] = None     # territory mode: where the feeding branch of ``target`` is divided
+    jaw_mm: float = 5.0              # territory mode: vessel within this of at_mm is the division
 
 
 @dataclass

@@ -7,6 +7,7 @@ Steps (lengths in mm, LPS patient space; forces in N):
     - {action: retract, tool: grasper, path_mm: [[x, y, z], ...], step_mm: 1.0, record_every: 2}
     - {action: release, tool: grasper}
     - {action: resect, target: liver_tumor, margin_mm: 10, mode: sphere | plane, normal: null}
+    - {action: resect, target: portal_vein_and_splenic_vein, mode: territory, at_mm: [x, y, z]}
     - {action: clip, target: portal_vein_and_splenic_vein, at_mm: [x, y, z], jaw_mm: 5}
     - {action: settle}                     # re-equilibrate (e.g. after releasing a tool)
 
@@ -131,8 +132,12 @@ def parse_step(raw, index: int):
         raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     step = cls(**s)
     if action == "resect":
-        if step.mode not in ("sphere", "plane"):
-            raise ConfigError(f"resection mode '{step.mode}' must be 'sphere' or 'plane'")
+        if step.mode not in ("sphere", "plane", "territory"):
+            raise ConfigError(f"resection mode '{step.mode}' must be 'sphere', 'plane' or 'territory'")
+        if step.mode == "territory":
+            step.at_mm = _points(step.at_mm, f"{where}: at_mm (where the branch is divided)", 1)[0]
+            if not step.jaw_mm > 0:
+                raise ConfigError(f"{where}: jaw_mm must be > 0")
         step.margin_mm = _mm(step.margin_mm, f"{where}: margin")
         if step.margin_mm < 0:
             raise ConfigError("resection margin must be >= 0 mm")

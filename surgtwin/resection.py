@@ -68,8 +68,10 @@ def plan_resection(mesh: TetMesh, step: ResectionStep, removed_before: np.ndarra
     target = labels == tid           # removed by an earlier step or not, the margin is from it
     if not target.any():
         raise LabelError(f"resection target '{step.target}' is not in the mesh")
-    tfaces = boundary_faces(tets[target])
     plane = None
+    if step.mode == "territory":
+        return _plan_territory(mesh, step, target, alive, alpha)
+    tfaces = boundary_faces(tets[target])
     if step.mode == "sphere":
         base = target_signed_distance(mesh, target, tfaces) - step.margin_mm
     else:
@@ -102,6 +104,78 @@ def plan_resection(mesh: TetMesh, step: ResectionStep, removed_before: np.ndarra
             return res
         delta += step.margin_mm - achieved + 0.02 * h
     raise ConfigError(f"resection of '{step.target}': no cut keeps a {step.margin_mm} mm margin on this mesh")
+
+
+def vessel_branch(mesh: TetMesh, vessel: np.ndarray, at_mm, jaw_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Divide the vessel tree (element mask ``vessel``) at ``at_mm``: the elements within ``jaw_mm`` of it
+    are the division; of what is left, the largest face-connected piece is the trunk and the pieces that
+    touched the division are the branch it feeds. Returns (branch, trunk) element masks."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    cen = mesh.points[mesh.tets].mean(1)
+    jaw = vessel & (np.linalg.norm(cen - np.asarray(at_mm, float), axis=1) <= jaw_mm)
+    if not jaw.any():
+        d = np.linalg.norm(cen[vessel] - np.asarray(at_mm, float), axis=1).min() if vessel.any() else np.inf
+        raise ConfigError(f"territory: no vessel within {jaw_mm} mm of {np.round(at_mm, 1).tolist()} mm "
+                          f"(nearest {d:.1f} mm)")
+    rest = np.flatnonzero(vessel & ~jaw)
+    keys = np.sort(mesh.tets[rest][:, [[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]]], axis=2).reshape(-1, 3)
+    owner = np.repeat(np.arange(len(rest)), 4)
+    k = face_keys(keys, len(mesh.points))
+    order = np.argsort(k)
+    same = np.flatnonzero(k[order][1:] == k[order][:-1])
+    a, b = owner[order][same], owner[order][same + 1]
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(rest), len(rest)))
+    _, comp = connected_components(graph, directed=False)
+    trunk_id = np.argmax(np.bincount(comp))
+    near = np.linalg.norm(cen[rest] - np.asarray(at_mm, float), axis=1) <= jaw_mm + 2.0 * np.cbrt(
+        np.median(np.abs(mesh.tet_volumes_mm3())))
+    sizes = np.bincount(comp)
+    small = sizes < max(10, 0.02 * len(rest))       # fragments of the divided segment itself
+    fed = {c for c in np.unique(comp[near]).tolist() if c != trunk_id and not small[c]}
+    if not fed:
+        raise ConfigError(f"territory: dividing the vessel at {np.round(at_mm, 1).tolist()} mm separates no branch "
+                          "from the trunk (choose a point on a side branch)")
+    branch, trunk = np.zeros(len(vessel), bool), np.zeros(len(vessel), bool)
+    branch[rest[np.isin(comp, list(fed))]] = True
+    branch |= jaw
+    branch[rest[small[comp]]] = True
+    trunk[rest[comp == trunk_id]] = True
+    return branch, trunk
+
+
+def _plan_territory(mesh: TetMesh, step: ResectionStep, vessel: np.ndarray, alive: np.ndarray,
+                    alpha: float) -> Resection:
+    """The vascular territory of the branch divided at ``step.at_mm``: the tissue nearer to that branch
+    than to the rest of the tree (a nearest-vessel partition), cut on the equidistance surface."""
+    from scipy.spatial import cKDTree
+
+    from .cutting import _change, resect_topology
+    from .sim.blocks import signed_volumes
+
+    branch, trunk = vessel_branch(mesh, vessel, step.at_mm, step.jaw_mm)
+    pts, tets = mesh.points, mesh.tets
+    d_branch, _ = cKDTree(pts[np.unique(tets[branch])]).query(pts)
+    d_trunk, _ = cKDTree(pts[np.unique(tets[trunk])]).query(pts)
+    phi = d_branch - d_trunk                     # negative (removed) where the branch is nearer
+
+    def vols(split):
+        p = np.concatenate([pts, (1 - split.edge_t)[:, None] * pts[split.edge_nodes[:, 0]]
+                            + split.edge_t[:, None] * pts[split.edge_nodes[:, 1]]])
+        return signed_volumes(p, split.tets)
+
+    split, removed = resect_topology(tets, alive, phi, vols, alpha=alpha)
+    removed |= ~alive[split.parent]
+    if removed.all():
+        raise ConfigError(f"the territory of the branch at {np.round(step.at_mm, 1).tolist()} mm is the whole organ")
+    change = _change("resection", len(pts), split, split.tets, np.zeros(0, np.int64), removed,
+                     np.zeros((0, 3), np.int64), 0.0)
+    new = TetMesh.from_arrays(change.transfer_nodes(pts), split.tets, mesh.labels[split.parent], mesh.table)
+    res = _resection_surface(new, removed, boundary_faces(split.tets[branch[split.parent]]), None)
+    res.mesh, res.change = new, change
+    change.cut_faces = res.cut_faces
+    return res
 
 
 def _resection_surface(mesh: TetMesh, removed: np.ndarray, tfaces: np.ndarray, plane) -> Resection:

@@ -300,7 +300,9 @@ def assess(mesh: TetMesh, labels, cfg, reh, *, case_name: str, files: dict | Non
     onc = {"margin_planned_mm": planned, "margin_achieved_mm": min(metrics["margin_achieved_mm"], dmin),
            "r1_margin_mm": float(rc.r1_margin_mm), "tumour_surface_under_margin_share": share,
            "closest_tumour_point_mm": None if at is None else np.round(at, 2).tolist(),
-           "target": last.target}
+           "target": last.target, "mode": last.mode}
+    if last.mode == "territory":
+        onc["at_mm"] = [round(float(v), 1) for v in last.at_mm]
 
     # functional
     par_total = metrics["parenchyma_volume_ml"]

@@ -16,11 +16,8 @@ def _row(category, risk, value, unit, threshold, status, explanation):
             "status": status, "explanation": explanation}
 
 
-def summary_table(*, oncological: dict, functional: dict, vessels: list, distances: list, mechanical: dict,
-                  metrics: dict, organ: str, remnant_min_percent: float, structure_warning_mm: float,
-                  organ_structures=()) -> list[dict]:
+def _margin_rows(o: dict) -> list[dict]:
     rows = []
-    o = oncological
     m, planned, r1 = o["margin_achieved_mm"], o["margin_planned_mm"], o["r1_margin_mm"]
     status = "critical" if m < r1 else "warning" if m < planned - MARGIN_TOLERANCE_MM else "ok"
     rows.append(_row("oncological", "resection margin", round(m, 2), "mm", planned, status,
@@ -32,6 +29,20 @@ def summary_table(*, oncological: dict, functional: dict, vessels: list, distanc
                      "warning" if share > 0 else "ok",
                      f"{share:.1f} % of the tumour surface lies within {planned - MARGIN_TOLERANCE_MM:.2f} mm of the "
                      f"cut (planned {planned:.1f} mm less the {MARGIN_TOLERANCE_MM} mm measurement resolution)"))
+    return rows
+
+
+def summary_table(*, oncological: dict, functional: dict, vessels: list, distances: list, mechanical: dict,
+                  metrics: dict, organ: str, remnant_min_percent: float, structure_warning_mm: float,
+                  organ_structures=()) -> list[dict]:
+    rows = []
+    o = oncological
+    if o.get("mode") == "territory":
+        rows.append(_row("oncological", "resection margin", None, "mm", None, "n/a",
+                         f"a vascular territory resection (the branch of {o.get('target')} divided at "
+                         f"{o.get('at_mm')} mm): no tumour margin applies"))
+    else:
+        rows += _margin_rows(o)
 
     f = functional
     if organ == "liver":

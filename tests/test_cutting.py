@@ -329,3 +329,41 @@ def test_press_step_from_a_procedure_file_is_validated():
                        ({"action": "press", "path_mm": [[0, 0, 1], [0, 0, 0]], "radius_mm": 0}, "radius_mm")):
         with pytest.raises(ConfigError, match=words):
             Procedure.from_config(ProcedureConfig("p", [bad, {"action": "resect"}]))
+
+
+def test_territory_resection_removes_what_the_divided_branch_feeds():
+    """A block of parenchyma with a vessel trunk along x and a side branch rising from its middle:
+    dividing the branch removes the tissue nearer to it than to the trunk, cut on the equidistance
+    surface by element splitting; the trunk stays, and nothing is lost to round-off."""
+    from surgtwin.mesh import TetMesh
+    from surgtwin.resection import plan_resection
+    from surgtwin.sim.blocks import box_mesh
+
+    pts, tets = box_mesh((12, 8, 8), (60.0, 40.0, 40.0))
+    table = LabelTable.default()
+    cen = pts[tets].mean(1)
+    trunk = (np.abs(cen[:, 1] - 20) < 4) & (np.abs(cen[:, 2] - 12) < 4)
+    branch = (np.abs(cen[:, 0] - 30) < 4) & (np.abs(cen[:, 1] - 20) < 4) & (cen[:, 2] > 12)
+    labels = np.where(trunk | branch, table.id_of("portal_vein_and_splenic_vein"), table.id_of("liver"))
+    mesh = TetMesh.from_arrays(pts, tets, labels, table)
+    step = ResectionStep(target="portal_vein_and_splenic_vein", mode="territory", at_mm=[30.0, 20.0, 22.0])
+    res = plan_resection(mesh, step)
+    new = res.mesh
+    vol = np.abs(new.tet_volumes_mm3())
+    assert vol.sum() == pytest.approx(60.0 * 40.0 * 40.0, rel=1e-12)             # split, nothing lost
+    gone = res.removed
+    assert 0.1 < vol[gone].sum() / vol.sum() < 0.6
+    c = new.points[new.tets].mean(1)
+    d_branch = np.hypot(c[:, 0] - 30, c[:, 1] - 20)                             # distance to the branch axis
+    d_trunk = np.hypot(c[:, 1] - 20, c[:, 2] - 12)
+    high = c[:, 2] > 16
+    assert (d_branch[gone & high] < d_trunk[gone & high] + 3.0).mean() > 0.95   # removed: fed by the branch
+    assert (d_branch[~gone & high] > d_trunk[~gone & high] - 3.0).mean() > 0.95
+    trunk_new = (np.abs(c[:, 1] - 20) < 4) & (np.abs(c[:, 2] - 12) < 3) & (np.abs(c[:, 0] - 30) > 8)
+    assert not (gone & trunk_new).any()                                         # the trunk stays
+    with pytest.raises(ConfigError, match="no vessel within"):
+        plan_resection(mesh, ResectionStep(target="portal_vein_and_splenic_vein", mode="territory",
+                                           at_mm=[5.0, 5.0, 35.0]))
+    with pytest.raises(ConfigError, match="separates no branch"):
+        plan_resection(mesh, ResectionStep(target="portal_vein_and_splenic_vein", mode="territory",
+                                           at_mm=[1.0, 20.0, 12.0]))   # the end of the trunk

@@ -147,6 +147,11 @@ def test_margin_statuses_r1_and_warning():
     assert margin_status(0.5)[0] == "critical" and "R1" in margin_status(0.5)[1]
     assert margin_status(7.0)[0] == "warning" and margin_status(7.0)[2] == "warning"
     assert margin_status(10.5)[0::2] == ("ok", "ok") and margin_status(9.8)[0] == "ok"  # within 0.25 mm
+    # a vascular territory resection has no tumour margin: one n/a row, not an R1 alarm
+    onc = {"margin_achieved_mm": 0.0, "margin_planned_mm": 10.0, "r1_margin_mm": 1.0, "target": "portal_vein",
+           "tumour_surface_under_margin_share": 1.0, "mode": "territory", "at_mm": [1.0, 2.0, 3.0]}
+    rows = [r for r in _summary(oncological=onc) if r["category"] == "oncological"]
+    assert len(rows) == 1 and rows[0]["status"] == "n/a" and "territory" in rows[0]["explanation"]
 
 
 def test_structure_rows_skip_the_organ_and_grade_distance():
