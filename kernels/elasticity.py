@@ -81,9 +81,8 @@ def eval_tet_hessian_product(m: TetModel, x: wp.array(dtype=wp.vec3d), dx: wp.ar
     t = m.tets[e]
     dmi = m.dm_inv[e]
     f = deformation_gradient(x, t, dmi)
-    d0 = dx[t[0]]
-    dds = wp.matrix_from_cols(dx[t[1]] - d0, dx[t[2]] - d0, dx[t[3]] - d0)
-    dp = tet_stress_differential(f, dds @ dmi, m.law[e], m.params[e])
+    df = deformation_gradient(dx, t, dmi)   # the same linear map applied to the increment: dF
+    dp = tet_stress_differential(f, df, m.law[e], m.params[e])
     for a in range(4):
         wp.atomic_add(out, t[a], m.vol[e] * (dp @ node_gradient(dmi, a)))
 

@@ -39,8 +39,7 @@ def accumulate_nodal_volume_differential(m: TetModel, x: wp.array(dtype=wp.vec3d
     t = m.tets[e]
     dmi = m.dm_inv[e]
     f = deformation_gradient(x, t, dmi)
-    d0 = dx[t[0]]
-    df = wp.matrix_from_cols(dx[t[1]] - d0, dx[t[2]] - d0, dx[t[3]] - d0) @ dmi
+    df = deformation_gradient(dx, t, dmi)   # the same linear map applied to the increment: dF
     dv = m.vol[e] * wp.ddot(cofactor(f), df) * wp.float64(0.25)
     for a in range(4):
         wp.atomic_add(dvol, t[a], dv)
@@ -113,8 +112,7 @@ def eval_anp_hessian_product(m: TetModel, x: wp.array(dtype=wp.vec3d), dx: wp.ar
     t = m.tets[e]
     dmi = m.dm_inv[e]
     f = deformation_gradient(x, t, dmi)
-    d0 = dx[t[0]]
-    df = wp.matrix_from_cols(dx[t[1]] - d0, dx[t[2]] - d0, dx[t[3]] - d0) @ dmi
+    df = deformation_gradient(dx, t, dmi)   # the same linear map applied to the increment: dF
     dp = dev_stress_differential(f, df, m.law[e], m.params[e]) + element_mean(dpressure, t) * cofactor(f)
     dp = dp + element_mean(pressure, t) * cofactor_differential(f, df)
     for a in range(4):
