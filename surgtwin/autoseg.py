@@ -1,15 +1,17 @@
 """Automatic abdominal CT segmentation without learned weights (``segment --method auto``).
 
 Classical image analysis on SimpleITK/scipy, in a canonical frame: the image is reoriented to LPS
-(x to the patient's left, y posterior, z superior) and resampled to a working grid of >= 2 mm, then
+(x to the patient's left, y posterior, z superior), block-averaged to a working grid of about 2 mm and
+cropped to the body, then
 
-1. body, subcutaneous fat, bone and lungs from Hounsfield units (``segment.threshold_tissues``);
+1. body, subcutaneous fat, bone and lungs from Hounsfield units;
 2. anatomical landmarks: the body midline and the vertebral bodies, slice by slice;
 3. each organ from an intensity model estimated on the patient (the mode of the soft-tissue histogram
    in the organ's anatomical region, so non-contrast and contrast CT both work), a morphological
    opening that breaks the thin bridges to neighbours, the component in the expected region, a
-   geodesic reconstruction back to the organ's full extent and hole filling (vessels, lesions inside);
-4. the aorta as the round blob anterior-left of each vertebral body (distance-transform peak),
+   dilation back within the intensity window to the organ's full extent and hole filling (vessels,
+   lesions inside);
+4. the aorta and IVC as round blobs in front of each vertebral body (distance-transform peaks),
    tracked along z.
 
 Results are resampled back to the input grid. The method and its measured Dice per organ on the
@@ -97,16 +99,14 @@ def _fill_slices(mask: np.ndarray) -> np.ndarray:
 
 
 class Frame:
-    """The canonical working grid: HU array (z, y, x) with spacing [mm] and landmark coordinates."""
+    """The canonical working grid: median-filtered HU array (z, y, x), spacing [mm], voxel coordinates [mm]."""
 
     def __init__(self, img: sitk.Image):
-        self.img = img
         self.hu = sitk.GetArrayFromImage(sitk.Median(img, [1, 1, 0]))
         self.spacing = np.array(img.GetSpacing())  # (x, y, z)
-        z, y, x = self.hu.shape
+        _, y, x = self.hu.shape
         self.xmm = (np.arange(x) * self.spacing[0])[None, None, :]
         self.ymm = (np.arange(y) * self.spacing[1])[None, :, None]
-        self.zmm = (np.arange(z) * self.spacing[2])[:, None, None]
 
 
 def body_mask(f: Frame) -> np.ndarray:
@@ -118,7 +118,7 @@ def body_mask(f: Frame) -> np.ndarray:
     return body
 
 
-def landmarks(f: Frame, body: np.ndarray, bone: np.ndarray) -> dict:
+def landmarks(f: Frame, body: np.ndarray) -> dict:
     """Per-slice midline x [mm], vertebral body centre (x, y) [mm] and its anterior edge y [mm]."""
     area = body.sum(axis=(1, 2))
     xs = np.array([(f.xmm[0, 0] * b.sum(0)).sum() / max(b.sum(), 1) for b in body])
@@ -301,10 +301,10 @@ def abdominal_organs(f: Frame) -> dict[str, np.ndarray]:
     body = body_mask(f)
     sm = ndimage.gaussian_filter(f.hu, 0.7)
     bone = body & (sm >= 200.0)
-    lm = landmarks(f, body, bone)
+    lm = landmarks(f, body)
     dx = f.xmm - lm["vx"][:, None, None]          # + to the patient's left of the spine
     da = f.ymm - lm["vant"][:, None, None]        # + posterior of the vertebral body's front
-    out = {"body": body, "bone": bone & (sm >= 200.0)}
+    out = {"body": body, "bone": bone}
     out["subcutaneous_fat"] = body & (sm >= -190) & (sm <= -30)
     air = body & (sm < -400)
     lungs = opening(air, 4.0, f.spacing)
@@ -401,7 +401,7 @@ PAINT_ORDER = ("body", "subcutaneous_fat", "lungs", "bone", "kidney_right", "kid
 LABEL_NAMES = {"lungs": "lung"}
 
 
-def auto_label_array(image: sitk.Image, table: LabelTable, progress=None) -> np.ndarray:
+def auto_label_array(image: sitk.Image, table: LabelTable) -> np.ndarray:
     """(z, y, x) uint16 label array on ``image``'s own grid from ``abdominal_organs``.
 
     Each structure's working-grid mask is resampled onto the input grid (only over its bounding box) by
@@ -414,8 +414,6 @@ def auto_label_array(image: sitk.Image, table: LabelTable, progress=None) -> np.
         if mask is None or not mask.any():
             continue
         out[_to_input_grid(work, mask, image)] = table.id_of(LABEL_NAMES.get(name, name))
-        if progress is not None:
-            progress(name)
     return out
 
 

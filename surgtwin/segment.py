@@ -38,6 +38,8 @@ def segment(volume: Volume, cfg: SegmentConfig, table: LabelTable | None = None)
     if cfg.method not in METHODS:
         raise ConfigError(f"segmentation method '{cfg.method}' is not available ({', '.join(METHODS)})")
     seeds = _physical_seeds(volume, cfg)
+    if cfg.method == "seeded" and not seeds:
+        raise ConfigError("seeded segmentation needs seeds, e.g. --seeds liver=-60,0,40")
     if cfg.method == "auto":
         if volume.modality.upper() != "CT":
             raise InputError(f"automatic segmentation needs CT in HU, got {volume.modality} (use seeded)")
@@ -50,8 +52,6 @@ def segment(volume: Volume, cfg: SegmentConfig, table: LabelTable | None = None)
         return _seeded_only(volume.normalized(), cfg, table, seeds)
     out = threshold_tissues(volume, table)
     if cfg.method == "seeded":
-        if not seeds:
-            raise ConfigError("seeded segmentation needs seeds, e.g. --seeds liver=-60,0,40")
         from .autoseg import auto_organ_at, seeded_organ
 
         body = out != 0
@@ -92,8 +92,6 @@ def _physical_seeds(volume: Volume, cfg: SegmentConfig) -> dict:
 
 def _seeded_only(volume: Volume, cfg: SegmentConfig, table: LabelTable, seeds: dict) -> LabelMap:
     """Seeded growing on an intensity-normalised (MR) image, with no HU-based body mask."""
-    if not seeds:
-        raise ConfigError("seeded segmentation needs seeds, e.g. --seeds liver=-60,0,40")
     out = np.zeros(sitk.GetArrayViewFromImage(volume.image).shape, np.uint16)
     for name, point in seeds.items():
         out[grow_from_seed(volume, point, radius_mm=cfg.seed_radius_mm, multiplier=cfg.confidence_multiplier)] = \
