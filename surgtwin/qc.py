@@ -36,11 +36,11 @@ def _panel(gray: np.ndarray, lab: np.ndarray, colors: dict) -> np.ndarray:
 def _legend(picture: np.ndarray, entries: list, path: Path):
     """The panels with a legend (colour, structure, volume) beside them, written as PNG via matplotlib at
     the picture's own resolution (pixels of the panels are kept as they are)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
+
+    from .report_plots import pyplot
+
+    plt = pyplot()
 
     h, w = picture.shape[:2]
     dpi = 100

@@ -19,7 +19,8 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the off-screen Agg backend (reports and QC pictures are files, never windows)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,7 +31,7 @@ def _plt():
 
 def steps_plot(report) -> str:
     """Remnant volume [%] and achieved vs planned margin [mm] along the procedure steps."""
-    plt = _plt()
+    plt = pyplot()
     steps = report.steps
     x = [s["step"] for s in steps]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -56,7 +57,7 @@ def distribution_plot(run: Path, report) -> str:
     """Distribution of max principal strain pre-op vs post-op and of post-op von Mises stress."""
     import pyvista as pv
 
-    plt = _plt()
+    plt = pyplot()
     risk_vtu = run / "sim" / "risk.vtu"
     if not risk_vtu.is_file():
         return ""
@@ -78,7 +79,7 @@ def distribution_plot(run: Path, report) -> str:
 
 def distances_plot(report, warning_mm: float, n: int = 12) -> str:
     """Closest approach of each source to its nearest structures (horizontal bars)."""
-    plt = _plt()
+    plt = pyplot()
     rows = [d for d in report.distances if d["structure"] != report.organ][:200]
     if not rows:
         return ""
