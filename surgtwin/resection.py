@@ -56,8 +56,7 @@ def plan_resection(mesh: TetMesh, step: ResectionStep, removed_before: np.ndarra
     to the target's surface; plane mode: a plane that far on the organ side of the target) and remove
     the target side, any piece no longer attached by faces to the largest remnant, and the elements
     ``removed_before`` (earlier steps). Returns the Resection on the split mesh (``res.mesh``)."""
-    from .cutting import _change, resect_topology
-    from .sim.blocks import signed_volumes
+    from .cutting import resect_topology
 
     tets, pts, labels = mesh.tets, mesh.points, mesh.labels
     alive = np.ones(len(tets), bool) if removed_before is None else ~np.asarray(removed_before, bool)
@@ -81,29 +80,31 @@ def plan_resection(mesh: TetMesh, step: ResectionStep, removed_before: np.ndarra
         plane = (normal, offset)
     h = float(np.median(np.abs(mesh.tet_volumes_mm3())) ** (1 / 3))
     delta = 0.0
+    vols = _split_volumes(pts)
     for _ in range(12):  # move the cut out until the margin holds on the cut surface itself
-        def vols(split):
-            p = np.concatenate([pts, (1 - split.edge_t)[:, None] * pts[split.edge_nodes[:, 0]]
-                                + split.edge_t[:, None] * pts[split.edge_nodes[:, 1]]])
-            return signed_volumes(p, split.tets)
-
         split, removed = resect_topology(tets, alive, base - delta, vols, alpha=alpha)
         removed |= ~alive[split.parent]
         if removed.all():
             raise ConfigError(f"resection of '{step.target}' with margin {step.margin_mm} mm removes the whole organ")
-        change = _change("resection", len(pts), split, split.tets, np.zeros(0, np.int64), removed,
-                         np.zeros((0, 3), np.int64), 0.0)
-        new = TetMesh.from_arrays(change.transfer_nodes(pts), split.tets, labels[split.parent], mesh.table)
-        res = _resection_surface(new, removed, boundary_faces(split.tets[labels[split.parent] == tid]), plane)
-        res.mesh, res.change = new, change
-        change.cut_faces = res.cut_faces
+        res = _split_resection(mesh, split, removed, target, plane)
         if len(res.cut_faces) == 0:
             return res
-        achieved = float(margin_samples(new.points, res)[2].min())
+        achieved = float(margin_samples(res.mesh.points, res)[2].min())
         if achieved >= step.margin_mm - 1e-9:
             return res
         delta += step.margin_mm - achieved + 0.02 * h
     raise ConfigError(f"resection of '{step.target}': no cut keeps a {step.margin_mm} mm margin on this mesh")
+
+
+def _split_volumes(pts: np.ndarray):
+    """Signed volumes of a split's tets (new nodes interpolated on their edges) — resect_topology's check."""
+    from .sim.blocks import signed_volumes
+
+    def vols(split):
+        p = np.concatenate([pts, (1 - split.edge_t)[:, None] * pts[split.edge_nodes[:, 0]]
+                            + split.edge_t[:, None] * pts[split.edge_nodes[:, 1]]])
+        return signed_volumes(p, split.tets)
+    return vols
 
 
 def vessel_branch(mesh: TetMesh, vessel: np.ndarray, at_mm, jaw_mm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -151,28 +152,29 @@ def _plan_territory(mesh: TetMesh, step: ResectionStep, vessel: np.ndarray, aliv
     than to the rest of the tree (a nearest-vessel partition), cut on the equidistance surface."""
     from scipy.spatial import cKDTree
 
-    from .cutting import _change, resect_topology
-    from .sim.blocks import signed_volumes
+    from .cutting import resect_topology
 
     branch, trunk = vessel_branch(mesh, vessel, step.at_mm, step.jaw_mm)
     pts, tets = mesh.points, mesh.tets
     d_branch, _ = cKDTree(pts[np.unique(tets[branch])]).query(pts)
     d_trunk, _ = cKDTree(pts[np.unique(tets[trunk])]).query(pts)
     phi = d_branch - d_trunk                     # negative (removed) where the branch is nearer
-
-    def vols(split):
-        p = np.concatenate([pts, (1 - split.edge_t)[:, None] * pts[split.edge_nodes[:, 0]]
-                            + split.edge_t[:, None] * pts[split.edge_nodes[:, 1]]])
-        return signed_volumes(p, split.tets)
-
-    split, removed = resect_topology(tets, alive, phi, vols, alpha=alpha)
+    split, removed = resect_topology(tets, alive, phi, _split_volumes(pts), alpha=alpha)
     removed |= ~alive[split.parent]
     if removed.all():
         raise ConfigError(f"the territory of the branch at {np.round(step.at_mm, 1).tolist()} mm is the whole organ")
-    change = _change("resection", len(pts), split, split.tets, np.zeros(0, np.int64), removed,
+    return _split_resection(mesh, split, removed, branch, None)
+
+
+def _split_resection(mesh: TetMesh, split, removed: np.ndarray, target: np.ndarray, plane) -> Resection:
+    """The Resection on the split mesh: its TopologyChange, the cut faces, and the surface of ``target``
+    (an element mask of the mesh before the split)."""
+    from .cutting import _change
+
+    change = _change("resection", len(mesh.points), split, split.tets, np.zeros(0, np.int64), removed,
                      np.zeros((0, 3), np.int64), 0.0)
-    new = TetMesh.from_arrays(change.transfer_nodes(pts), split.tets, mesh.labels[split.parent], mesh.table)
-    res = _resection_surface(new, removed, boundary_faces(split.tets[branch[split.parent]]), None)
+    new = TetMesh.from_arrays(change.transfer_nodes(mesh.points), split.tets, mesh.labels[split.parent], mesh.table)
+    res = _resection_surface(new, removed, boundary_faces(split.tets[target[split.parent]]), plane)
     res.mesh, res.change = new, change
     change.cut_faces = res.cut_faces
     return res
