@@ -51,11 +51,24 @@ E_PA, NU, RHO = 6000.0, 0.47, 1060.0
 BYTES_PER_ELEMENT, BYTES_PER_NODE = 116, 264
 
 
-def liver_mesh(size_mm: float, labels):
+def liver_mesh(size_mm: float, cache: Path | None = None):
+    """Phantom liver meshed at ``size_mm``: points [m], tets. With ``cache``, read ``liver_<size>mm.npz`` from
+    it when present (so a GPU machine without pyvista/SimpleITK can run the benchmark), else mesh and write it."""
+    path = None if cache is None else Path(cache) / f"liver_{size_mm:g}mm.npz"
+    if path is not None and path.exists():
+        with np.load(path) as f:
+            return np.asarray(f["points"], np.float64), np.asarray(f["tets"], np.int64)
+    from surgtwin.config import PhantomConfig
     from surgtwin.mesh import TetMesh
+    from surgtwin.phantom import make_phantom
 
+    _, labels = make_phantom(PhantomConfig())
     mesh = TetMesh.from_labelmap(labels, ["liver"], size_mm=size_mm, organ="liver")
-    return np.asarray(mesh.points, np.float64) * 1e-3, np.asarray(mesh.tets, np.int64)
+    points, tets = np.asarray(mesh.points, np.float64) * 1e-3, np.asarray(mesh.tets, np.int64)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, points=points, tets=tets.astype(np.int32))
+    return points, tets
 
 
 def build(points, tets, device):
@@ -83,8 +96,8 @@ def copy_bandwidth(device) -> float:
     return 2 * 8 * n / float(np.median(ts))
 
 
-def bench_size(size_mm, labels, device, bandwidth, newton_python, newton_budget):
-    points, tets = liver_mesh(size_mm, labels)
+def bench_size(size_mm, cache, device, bandwidth, newton_python, newton_budget, newton_sweep):
+    points, tets = liver_mesh(size_mm, cache)
     model = build(points, tets, device)
     row = {"size_mm": size_mm, "tets": model.tet_count, "nodes": model.node_count, "device": device}
     ref = model.state()
@@ -117,8 +130,8 @@ def bench_size(size_mm, labels, device, bandwidth, newton_python, newton_budget)
     # explicit central difference
     ex = ExplicitSolver(model)
     st = model.state()
-    ex.step(st, st, None, 5 * ex.dt)                      # warm up (and graph capture on CUDA)
     count = 200 if model.tet_count < 50_000 else 50
+    ex.step(st, st, None, count * ex.dt)                  # warm up (and the graph capture on CUDA)
     t, _ = timed(lambda: ex.step(st, st, None, count * ex.dt), device)
     sub = t / count
     bytes_step = BYTES_PER_ELEMENT * model.tet_count + BYTES_PER_NODE * model.node_count
@@ -126,11 +139,12 @@ def bench_size(size_mm, labels, device, bandwidth, newton_python, newton_budget)
                        "element_steps_per_s": model.tet_count / sub, "bytes_per_substep": bytes_step,
                        "roofline_ms": bytes_step / bandwidth * 1e3, "ratio_to_roofline": sub * bandwidth / bytes_step}
     if newton_python:
-        row["newton_vbd"] = run_newton(newton_python, points, tets, model, x_ref, device, newton_budget)
+        row["newton_vbd"] = run_newton(newton_python, points, tets, model, x_ref, device, newton_budget,
+                                       newton_sweep)
     return row
 
 
-def run_newton(python, points, tets, model, x_ref, device, budget):
+def run_newton(python, points, tets, model, x_ref, device, budget, sweep):
     mu, lam = (float(v) for v in lame_parameters(E_PA, NU))
     script = Path(__file__).resolve().parent / "newton_vbd.py"
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,7 +153,7 @@ def run_newton(python, points, tets, model, x_ref, device, budget):
                  mu=mu, lam=lam, density=RHO, reference=x_ref)
         try:
             proc = subprocess.run([python, str(script), str(case), str(out), "--device", device,
-                                   "--budget-s", str(budget)], capture_output=True, text=True,
+                                   "--budget-s", str(budget), "--sweep", sweep], capture_output=True, text=True,
                                   timeout=budget + 600)
         except (OSError, subprocess.TimeoutExpired) as err:
             return {"error": f"could not run Newton: {err}"}
@@ -170,18 +184,19 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes-mm", default="9.6,6,4.4", help="liver element sizes [mm] (~10k, 40k, 100k tets)")
     ap.add_argument("--newton-python", default=os.environ.get("NEWTON_PYTHON"),
                     help="python of a virtual environment with `newton` installed (none: Newton is skipped)")
-    ap.add_argument("--newton-budget-s", type=float, default=60.0, help="wall-time budget per Newton run")
+    ap.add_argument("--newton-budget-s", type=float, default=60.0, help="wall-time budget per size (all settings)")
+    ap.add_argument("--newton-sweep", default="0.0166667:10:0,0.0166667:50:0,0.00166667:10:0",
+                    help="Newton VBD settings dt:iterations:k_damp, each from rest (see newton_vbd.py)")
+    ap.add_argument("--mesh-cache", type=Path, default=None,
+                    help="folder of liver_<size>mm.npz meshes: read when present, else written")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     wp.init()
-    from surgtwin.config import PhantomConfig
-    from surgtwin.phantom import make_phantom
-
-    _, labels = make_phantom(PhantomConfig())
     bandwidth = copy_bandwidth(args.device)
     rows = []
     for s in (float(v) for v in args.sizes_mm.split(",")):
-        rows.append(bench_size(s, labels, args.device, bandwidth, args.newton_python, args.newton_budget_s))
+        rows.append(bench_size(s, args.mesh_cache, args.device, bandwidth, args.newton_python,
+                               args.newton_budget_s, args.newton_sweep))
         print_table(rows[-1:])
     print()
     print_table(rows)

@@ -327,6 +327,9 @@ def cmd_verify(args, cfg):
 
     with _run_folder("verify", args.out, cfg) as run:
         results = run_full(device=args.device)
+        if args.device != "cpu":                      # the same problems on the CPU: agreement to 1e-5
+            from .verify_devices import device_agreement
+            results += device_agreement(args.device)
         write_json(run / "verify.json", {"device": args.device, "results": [asdict(r) for r in results]})
         print(format_table(results))
     failed = [r.name for r in results if not r.passed]
