@@ -106,7 +106,7 @@ def bench_size(size_mm, cache, device, bandwidth, newton_python, newton_budget, 
     u_ref = np.linalg.norm(x_ref - points)
     row["reference"] = {"seconds": t_ref, "newton": rep.newton_iterations, "cg": rep.cg_iterations,
                         "max_displacement_mm": float(np.linalg.norm(x_ref - points, axis=1).max() * 1e3)}
-    # quasi-static to 1 %: the fastest (load steps, tolerance) whose displacement is within 1 %
+    # quasi-static to 1 %: the cheapest (load steps, tolerance) whose displacement is within 1 %
     for steps, tol in ((1, 1e-2), (2, 1e-2), (1, 1e-3), (2, 1e-3), (2, 1e-4)):
         st = model.state()
         try:
@@ -114,11 +114,10 @@ def bench_size(size_mm, cache, device, bandwidth, newton_python, newton_budget, 
         except SurgtwinError:
             continue
         err = float(np.linalg.norm(st.positions() - x_ref) / u_ref)
-        if err <= 0.01:
-            best = row.get("static_1pct")
-            if best is None or t < best["seconds"]:
-                row["static_1pct"] = {"seconds": t, "load_steps": steps, "tol": tol, "rel_error": err,
-                                      "newton": rep.newton_iterations, "cg": rep.cg_iterations}
+        if err <= 0.01:                                   # settings are in order of cost: the first one wins
+            row["static_1pct"] = {"seconds": t, "load_steps": steps, "tol": tol, "rel_error": err,
+                                  "newton": rep.newton_iterations, "cg": rep.cg_iterations}
+            break
     st = model.state()
     t, rep = timed(lambda: StaticSolver(model).solve_ramped(st, 3), device)
     row["static_full"] = {"seconds": t, "newton": rep.newton_iterations, "cg": rep.cg_iterations}
