@@ -347,27 +347,40 @@ def locking_shell(*, device: str = "cpu", nt=6, nr=3, poisson=0.499) -> list[Ver
 
 
 # ---------------------------------------------------------------- cantilever
-def cantilever(*, device: str = "cpu", levels=(2, 4, 8)) -> list[VerifyResult]:
-    """Cantilever (L = 8 cm, depth h = 1 cm, width h/2, nu = 0) clamped at x = 0 under gravity, small deflection:
-    tip deflection against Euler-Bernoulli q L^4 / (8 E I) (q = rho g b h, I = b h^3 / 12; the Timoshenko shear
-    term would add 1.25 %). Linear tets converge slowly in bending, so the meshes (n = 2, 4, 8 elements through
-    the depth, cubic cells) are reported with the Richardson extrapolation d8 + (d8 - d4) / 3 of the last two
-    (p = 2), which must be within 1 %, and the observed order log2(e4 / e8) ~ 2."""
-    length, h, g, youngs = 0.08, 0.01, 9.81, 1e7
-    ref = RHO * g * h * (h / 2) * length ** 4 / (8 * youngs * (h / 2) * h ** 3 / 12)
+def cantilever_reference(length, depth, youngs, g=9.81, poisson=0.0) -> tuple[float, float]:
+    """Tip deflection of a clamped beam of rectangular section under its own weight, small deflection:
+    (Euler-Bernoulli + Timoshenko shear, Euler-Bernoulli alone) = (d_eb (1 + 0.8 (1 + nu) (depth/length)^2), d_eb),
+    d_eb = q L^4 / (8 E I), q = rho g b h, I = b h^3 / 12; the shear term is q L^2 / (2 kappa G A), kappa = 5/6."""
+    eb = RHO * g * length ** 4 / (8 * youngs * depth ** 2 / 12)
+    return eb * (1 + 0.8 * (1 + poisson) * (depth / length) ** 2), eb
+
+
+def cantilever(*, device: str = "cpu", levels=(4, 8, 16)) -> list[VerifyResult]:
+    """Cantilever (L = 8 cm, depth h = 1 cm, width h/2, nu = 0) clamped at x = 0 under gravity, small deflection
+    (tip / L ~ 1e-4): tip deflection against cantilever_reference, q L^4 / (8 E I) with Timoshenko's shear term
+    (1.25 % here). With nu = 0 the 3-D solution is the plane one, and P3 triangles on the plane problem
+    (scikit-fem, tests/test_verify.py) converge to 1.2453 % over Euler-Bernoulli alone, within 5e-5 of the
+    reference. For the same reason one cell spans the width. Meshes: n = 4, 8, 16 cubes through the depth, 5
+    tets each (the 6-tet Kuhn split has 1.8x the error at the same nodes); the finest must be within 1 %, the
+    observed order log2(e8 / e16) ~ 2, and the Richardson extrapolation d16 + (d16 - d8) / 3 (p = 2) within 1 %.
+    Newton tol is 1e-5 of the weight: this stiff beam's round-off floor is ~1.5e-6, and a tighter solve moves the
+    tip by < 1e-8."""
+    length, h, g, youngs = 0.08, 0.01, 9.81, 1e9
+    ref, eb = cantilever_reference(length, h, youngs, g)
     tips, converged, out = [], True, []
     for n in levels:
-        pts, tets = box_mesh((n * 8, n // 2, n), (length, h / 2, h))
+        pts, tets = box_mesh((n * 8, 1, n), (length, h / 2, h), five=True)
         model, solver = _build(pts, tets, device, youngs=youngs, poisson=0.0, fixed=pts[:, 0] < 1e-12,
-                               gravity=(0.0, 0.0, -g), tol=1e-6, cg_tol=1e-3, cg_max_iter=20000)
+                               gravity=(0.0, 0.0, -g), tol=1e-5, cg_tol=1e-3, cg_max_iter=20000)
         state = model.state()
         rep = solver.solve(state)
         tip = pts[:, 0] > length - 1e-12
         tips.append(-(state.positions()[tip, 2] - pts[tip, 2]).mean())
         converged = converged and rep.converged
-        out.append(_compare(f"cantilever_n{n}", "tip deflection [m]", tips[-1], ref, np.inf,
-                            note=f"{len(tets)} tets, newton={rep.newton_iterations}, cg={rep.cg_iterations}",
-                            valid=rep.converged))
+        out.append(_compare(f"cantilever_n{n}", "tip deflection [m]", tips[-1], ref,
+                            0.01 if n == levels[-1] else np.inf, valid=rep.converged,
+                            note=f"{len(tets)} tets, newton={rep.newton_iterations}, cg={rep.cg_iterations}, "
+                                 f"vs Euler-Bernoulli alone {tips[-1] / eb - 1:+.2%}"))
     rich = tips[-1] + (tips[-1] - tips[-2]) / 3.0
     out.append(_compare("cantilever_richardson", "extrapolated tip deflection [m]", rich, ref, 0.01,
                         note=f"n {levels[-2]},{levels[-1]}; max strain ~{ref / length * 1.5 * h / length:.0e}",

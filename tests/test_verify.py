@@ -13,7 +13,7 @@ CASES = ["patch_linear", "patch_finite", "uniaxial_tet_l0.7", "uniaxial_tet_l1.3
          "hanging_bar_nz16", "hanging_bar_rate", "corotational_l0.7", "corotational_l1.5", "mr_isochoric_l0.7",
          "mr_isochoric_l1.5", "mr_nearly_incompressible_l1.5", "rigid_rotation_corotational",
          "rigid_rotation_mooney_rivlin", "locking_shell_nu0.3_standard", "locking_shell_nu0.499_standard",
-         "locking_shell_nu0.499_anp", "locking_shell_ratio", "cantilever_n8", "cantilever_richardson",
+         "locking_shell_nu0.499_anp", "locking_shell_ratio", "cantilever_n16", "cantilever_richardson",
          "cantilever_rate", "skfem_stable_neo_hookean", "skfem_corotational", "skfem_mooney_rivlin"]
 
 
@@ -47,11 +47,59 @@ def test_hanging_bar_convergence_rate(results):
 def test_cantilever_and_locking(results):
     by = {r.name: r for r in results}
     assert by["cantilever_richardson"].rel_error <= 0.01 and 1.5 <= by["cantilever_rate"].computed <= 2.5
-    assert by["cantilever_n8"].rel_error < by["cantilever_n4"].rel_error < by["cantilever_n2"].rel_error
+    assert by["cantilever_n16"].rel_error < by["cantilever_n8"].rel_error < by["cantilever_n4"].rel_error
+    assert by["cantilever_n16"].tolerance == 0.01 and by["cantilever_n16"].rel_error <= 0.01
+    assert by["cantilever_n16"].computed < by["cantilever_n16"].reference     # conforming tets are too stiff
     locked, anp = by["locking_shell_nu0.499_standard"], by["locking_shell_nu0.499_anp"]
     assert locked.computed > locked.reference and locked.rel_error >= 3 * anp.rel_error and anp.rel_error <= 0.04
     for law in ("stable_neo_hookean", "corotational", "mooney_rivlin"):
         assert by[f"skfem_{law}"].rel_error <= 1e-5
+
+
+def test_cantilever_reference_is_plane_elasticity():
+    """nu = 0 makes the 3-D cantilever a plane problem; P3 triangles (scikit-fem) on it converge to
+    verify.cantilever_reference (Euler-Bernoulli + Timoshenko shear) to 1e-4, not to Euler-Bernoulli alone."""
+    skfem = pytest.importorskip("skfem")
+    import numpy as np
+    from skfem.models.elasticity import linear_elasticity
+
+    length, depth, youngs, g = 0.08, 0.01, 1e9, 9.81
+    mesh = skfem.MeshTri.init_tensor(np.linspace(0, length, 33), np.linspace(0, depth, 5))
+    elem = skfem.ElementVector(skfem.ElementTriP3())
+    basis = skfem.Basis(mesh, elem)
+    stiff = skfem.asm(linear_elasticity(0.0, youngs / 2), basis)      # lambda = 0: plane stress = plane strain
+
+    @skfem.LinearForm
+    def weight(v, w):
+        return -verify.RHO * g * v[1]
+
+    u = skfem.solve(*skfem.condense(stiff, skfem.asm(weight, basis), D=basis.get_dofs(lambda x: x[0] < 1e-12)))
+    tip = skfem.FacetBasis(mesh, elem, facets=mesh.facets_satisfying(lambda x: x[0] > length - 1e-12))
+
+    @skfem.Functional
+    def deflection(w):
+        return -w["u"][1] / depth
+
+    mean_tip = deflection.assemble(tip, u=tip.interpolate(u))
+    ref, eb = verify.cantilever_reference(length, depth, youngs, g)
+    assert abs(mean_tip / ref - 1) < 1e-4 and mean_tip / eb - 1 > 0.012
+
+
+def test_five_tet_split_conforms():
+    """box_mesh(five=True): positive tets filling the box, every face shared by two tets or on the boundary."""
+    import numpy as np
+
+    from surgtwin.sim.blocks import box_mesh, signed_volumes
+
+    pts, tets = box_mesh((3, 2, 4), (3.0, 2.0, 4.0), five=True)
+    assert len(tets) == 5 * 24 and (signed_volumes(pts, tets) > 0).all()
+    assert np.isclose(signed_volumes(pts, tets).sum(), 24.0)
+    faces = np.sort(tets[:, [[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]]].reshape(-1, 3), axis=1)
+    uniq, count = np.unique(faces, axis=0, return_counts=True)
+    assert count.max() == 2
+    x = pts[uniq[count == 1]]
+    area = 0.5 * np.linalg.norm(np.cross(x[:, 1] - x[:, 0], x[:, 2] - x[:, 0]), axis=1).sum()
+    assert np.isclose(area, 2 * (3 * 2 + 3 * 4 + 2 * 4))       # boundary faces only on the box surface
 
 
 def test_skfem_case_reports_missing_dependency(monkeypatch, capsys):
