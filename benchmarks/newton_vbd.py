@@ -51,6 +51,7 @@ def run_one(newton, model, pts, ref_u, fixed, device, dt, iterations, damping, b
             "step_ms_median": float(np.median(times) * 1e3) if times else None,
             "wall_s": float(np.sum(times)), "reached_1pct_at_step": reached,
             "time_to_1pct_s": float(np.sum(times[:reached])) if reached else None,
+            "time_to_10pct_s": next((float(np.sum(times[:i + 1])) for i, e in enumerate(errors) if e <= 0.1), None),
             "final_rel_error": errors[-1] if errors else None, "min_rel_error": min(finite) if finite else None,
             "fixed_nodes_moved_m": float(np.abs(q[fixed] - pts[fixed]).max()),
             "max_displacement_mm": float(np.linalg.norm(q - pts, axis=1).max() * 1e3),
