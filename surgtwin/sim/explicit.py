@@ -174,17 +174,14 @@ class ExplicitSolver:
             self._substeps(count, control)
             return
         key = (count, id(control))
-        graph = self._graphs.get(key)
-        if graph is None:
+        entry = self._graphs.get(key)
+        if entry is None:
             if len(self._graphs) >= 8:
                 self._graphs.clear()
             with wp.ScopedCapture(device=self.model.device) as capture:
                 self._substeps(count, control)
-            graph = capture.graph
-            self._graphs[key] = (graph, control)        # holding control keeps its id unique
-        else:
-            graph = graph[0]
-        wp.capture_launch(graph)
+            entry = self._graphs[key] = (capture.graph, control)     # holding control keeps its id unique
+        wp.capture_launch(entry[0])
 
     def step(self, state_in: State, state_out: State, control: Control | None, dt: float) -> StepReport:
         """Advance dt [s] in ceil(dt / self.dt) sub-steps; cut back (twice the sub-steps) on a bad step."""
