@@ -24,7 +24,9 @@ Warp's CPU graph (replayed in C++, no Python per launch) on CPU; the sub-step an
 small device array, so one graph serves every dt and damping. Warp runs a CPU kernel on one thread;
 ``threads=N`` (CPU, plain elasticity) splits the element range in N parts launched from N Python threads
 (a launch releases the GIL), each into its own force buffer (Warp's CPU atomics are plain adds), summed by
-the node kernel; that loop runs uncaptured, with the threads meeting twice per sub-step.
+the node kernel; that loop runs uncaptured. The calling thread launches part 0 and takes any part that no
+helper thread has started (a helper whose core is busy elsewhere then costs nothing), so the result is the
+same whichever thread runs a part.
 """
 from __future__ import annotations
 
@@ -156,7 +158,7 @@ class ExplicitSolver:
             for term in self._terms:
                 term.add_forces(self._x, self._f0, 1.0)
             if helpers is not None:
-                helpers.wait()
+                helpers.finish()
             self._update.launch()
             if control is not None:
                 control.advance(self._x, (k + 1) / count)
@@ -283,32 +285,48 @@ class ExplicitSolver:
 
 
 class _Helpers:
-    """Threads that each launch one recorded element-force launch per ``start``; ``wait`` joins them."""
+    """Threads sharing the element parts 1.. of each sub-step with the calling thread: whoever is free takes
+    the next part (each part scatters into its own buffer, so the result does not depend on who took it),
+    and a helper that wakes late (its core busy with other work) costs nothing."""
 
     def __init__(self, launches):
-        self._go = [threading.Semaphore(0) for _ in launches]
-        self._done = threading.Semaphore(0)
+        self._launches = list(launches)
+        self._lock = threading.Lock()
+        self._pending, self._taken = [], 0
+        self._go, self._done = threading.Semaphore(0), threading.Semaphore(0)
         self._stop, self._error = False, None
-        self._threads = [threading.Thread(target=self._work, args=(go, launch), daemon=True)
-                         for go, launch in zip(self._go, launches)]
+        self._threads = [threading.Thread(target=self._work, daemon=True) for _ in self._launches]
 
-    def _work(self, go, launch):
+    def _next(self, helper: bool):
+        with self._lock:
+            if not self._pending:
+                return None
+            self._taken += helper
+            return self._pending.pop()
+
+    def _work(self):
         while True:
-            go.acquire()
+            self._go.acquire()
             if self._stop:
                 return
-            try:
-                launch.launch()
-            except Exception as err:  # noqa: BLE001 - handed to the main thread by wait()
-                self._error = err
-            self._done.release()
+            while (launch := self._next(True)) is not None:
+                try:
+                    launch.launch()
+                except Exception as err:  # noqa: BLE001 - handed to the calling thread by finish()
+                    self._error = err
+                self._done.release()
 
     def start(self):
-        for go in self._go:
-            go.release()
+        with self._lock:
+            self._pending, self._taken = list(self._launches), 0
+        for _ in self._threads:
+            self._go.release()
 
-    def wait(self):
-        for _ in self._go:
+    def finish(self):
+        """Launch the parts no helper has taken, then wait for those they took."""
+        while (launch := self._next(False)) is not None:
+            launch.launch()
+        for _ in range(self._taken):
             self._done.acquire()
         if self._error is not None:
             raise self._error
@@ -320,6 +338,7 @@ class _Helpers:
 
     def __exit__(self, *exc):
         self._stop = True
-        self.start()
+        for _ in self._threads:
+            self._go.release()
         for t in self._threads:
             t.join()
