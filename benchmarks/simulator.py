@@ -170,7 +170,8 @@ def print_table(rows):
         vbd_step = f"{nv['step_ms_median']:.1f}" if nv.get("step_ms_median") else "-"
         vbd_1 = (f"{nv['time_to_1pct_s']:.1f}" if nv.get("time_to_1pct_s") else
                  (f">{nv['wall_s']:.0f} ({nv['final_rel_error']:.0%})" if nv.get("wall_s") else "-"))
-        s1, full, be = (f"{r[k]['seconds']:.2f}" if k in r else "-" for k in ("static_1pct", "static_full", "implicit_step"))
+        s1, full, be = (f"{r[k]['seconds']:.2f}" if k in r else "-"
+                        for k in ("static_1pct", "static_full", "implicit_step"))
         print(f"{r['tets']:>8} {s1:>13} {full:>15} "
               f"{be:>11} {r['explicit']['substep_ms']:>10.2f} "
               f"{r['explicit']['element_steps_per_s'] / 1e6:>13.1f} {r['explicit']['ratio_to_roofline']:>10.1f} "

@@ -16,10 +16,10 @@ from .materials import (cofactor, cofactor_differential, snh_energy_density, snh
                         snh_stress_differential, tet_energy_density, tet_stress, tet_stress_differential)
 
 # the material functions stay importable from here (ke.snh_stress, ke.tet_stress, ...)
-__all__ = ["TetModel", "cofactor", "cofactor_differential", "deformation_gradient", "eval_tet_cauchy_stress",
-           "eval_tet_energy", "eval_tet_forces", "eval_tet_hessian_diagonal", "eval_tet_hessian_product",
-           "eval_tet_strain", "add_node_vectors", "node_gradient", "snh_energy_density", "snh_stress", "snh_stress_differential",
-           "tet_energy_density", "tet_stress", "tet_stress_differential"]
+__all__ = ["TetModel", "add_node_vectors", "cofactor", "cofactor_differential", "deformation_gradient",
+           "eval_tet_cauchy_stress", "eval_tet_energy", "eval_tet_forces", "eval_tet_hessian_diagonal",
+           "eval_tet_hessian_product", "eval_tet_strain", "node_gradient", "snh_energy_density", "snh_stress",
+           "snh_stress_differential", "tet_energy_density", "tet_stress", "tet_stress_differential"]
 
 
 @wp.struct

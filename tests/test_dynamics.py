@@ -125,7 +125,8 @@ def test_explicit_fused_graph_and_threads_match_plain_reference(device, threads)
     for one sub-step count is reused with another dt and damping."""
     pts, tets = box_mesh((3, 3, 3), (0.03, 0.03, 0.03))
     springs = np.where(pts[:, 0] > 0.03 - 1e-12, 50.0, 0.0)
-    model = ModelSpec(pts, tets, 1, E_PA, NU, RHO, pts[:, 2] < 1e-12, springs, gravity=(0.0, -3.0, -9.81)).finalize(device)
+    model = ModelSpec(pts, tets, 1, E_PA, NU, RHO, pts[:, 2] < 1e-12, springs,
+                      gravity=(0.0, -3.0, -9.81)).finalize(device)
     solver = ExplicitSolver(model, mass_scaling_dt=2.0 * ExplicitSolver(model).dt_stable, threads=threads)
     assert solver.threads == (threads if device == "cpu" else 1) and solver.added_mass_fraction > 0.1
     state = model.state()

@@ -136,10 +136,11 @@ class ExplicitSolver:
         self._f = wp.zeros((self.threads, n), dtype=wp.vec3d, device=d)     # one force buffer per thread
         self._f0 = self._f[0]
         inv_mass = np.divide(model.node_free, mass, out=np.zeros(n), where=model.node_free & (mass > 0))
+        self._inv_mass = wp.array(inv_mass, dtype=wp.float64, device=d)      # free / m, 0 where not free
         self._coef = wp.zeros(3, dtype=wp.float64, device=d)                 # see ki.central_difference_update
         self._update = wp.launch(ki.central_difference_update, dim=n, device=d, record_cmd=True, inputs=[
-            self._f, model.mass, model.gravity_vector(1.0), model.spring_k, model.anchors,
-            wp.array(inv_mass, dtype=wp.float64, device=d), self._coef, self._x, self._v])
+            self._f, model.mass, model.gravity_vector(1.0), model.spring_k, model.anchors, self._inv_mass,
+            self._coef, self._x, self._v])
         self._terms = [t for t in self.terms if t is not loads and not (split and t is elastic)]
         ends = np.linspace(0, len(spec.tets), self.threads + 1).astype(int) if split else []
         self._parts = [wp.launch(ke.eval_tet_forces, dim=int(hi - lo), device=d, record_cmd=True,
