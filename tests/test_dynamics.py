@@ -279,6 +279,27 @@ def test_explicit_with_tool_contact_relaxes_to_quasi_static(device):
     assert fs[2] < 0 and np.allclose(fe, fs, rtol=1e-3, atol=1e-3 * abs(fs[2]))
 
 
+def test_explicit_graph_recaptured_after_a_new_tool(device):
+    """A tool added after a step reallocates the Control's tool arrays: the replayed graph must follow (the
+    second step, pressing tool 0 deeper, equals the same steps without a graph)."""
+    from surgtwin.sim import Sphere, ToolContact
+
+    out = []
+    for use_graph in (True, False):
+        model = block_model(device, gravity=(0, 0, 0))
+        control = Control(model)
+        tool = control.add_tool(Sphere(0.02), [0.015, 0.015, 0.0505])
+        solver = ExplicitSolver(model, extra_terms=[ToolContact(model, control, tool)], use_graph=use_graph)
+        state = model.state()
+        solver.step(state, state, control, 40 * solver.dt)
+        control.add_tool(Sphere(0.005), [0.2, 0.2, 0.2])
+        control.set_tool_pose(tool, [0.015, 0.015, 0.0485])
+        solver.step(state, state, control, 40 * solver.dt)
+        out.append(state.positions())
+    assert np.abs(out[0] - out[1]).max() <= 1e-12 * np.abs(out[1] - model.spec.points).max()
+    assert np.abs(out[1] - model.spec.points).max() > 1e-4                   # the tool did press in
+
+
 def test_implicit_step_is_split_when_a_solve_fails(device):
     model = block_model(device, gravity=(0, 0, 0), fixed=lambda p: (p[:, 2] < 1e-12) | (p[:, 2] > 0.03 - 1e-12))
     pts = model.spec.points

@@ -62,7 +62,10 @@ def _rotation(rotation) -> np.ndarray:
 
 
 class Control:
-    """Prescribed node targets, rigid tool poses and attachment anchors of one Model (device arrays)."""
+    """Prescribed node targets, rigid tool poses and attachment anchors of one Model (device arrays).
+
+    ``revision`` counts reallocations of those arrays (a new tool or anchors), so that a captured graph
+    that refers to them (ExplicitSolver) is captured again."""
 
     def __init__(self, model: Model):
         self.model = model
@@ -78,6 +81,7 @@ class Control:
         self._pos, self._rot = np.zeros((0, 3)), np.zeros((0, 3, 3))
         self.tools = kc.ToolSet()
         self._anchor_points = np.zeros((0, 3))
+        self.revision = 0
         self._alloc_tools()
         self.anchors = wp.zeros(0, dtype=wp.vec3d, device=d)
 
@@ -109,6 +113,7 @@ class Control:
         t.mesh = wp.array(np.asarray(self._mesh_ids, np.uint64).reshape(k), dtype=wp.uint64, device=d)
         self.tool_target = wp.array(self._pos.reshape(k, 3), dtype=wp.vec3d, device=d)
         self.tool_start = wp.array(self._pos.reshape(k, 3), dtype=wp.vec3d, device=d)
+        self.revision += 1
 
     def add_tool(self, shape, position, rotation=None) -> int:
         """Add a rigid tool (Sphere, Capsule, Plane, TriangleMeshTool) at a pose; returns its index."""
@@ -166,6 +171,7 @@ class Control:
         first = len(self._anchor_points)
         self._anchor_points = np.vstack([self._anchor_points, pts])
         self.anchors = wp.array(self._anchor_points, dtype=wp.vec3d, device=self.model.device)
+        self.revision += 1
         return np.arange(first, first + len(pts))
 
     def set_anchors(self, ids, points) -> None:

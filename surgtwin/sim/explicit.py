@@ -178,14 +178,16 @@ class ExplicitSolver:
         if not self.use_graph:
             self._substeps(count, control)
             return
-        key = (count, id(control))
+        # the graph refers to the arrays of the controls in use (step's, the terms'): recapture on a new layout
+        controls = {id(c): c for c in [control] + [getattr(t, "control", None) for t in self.terms] if c is not None}
+        key = (count, id(control), tuple(sorted((k, c.revision) for k, c in controls.items())))
         entry = self._graphs.get(key)
         if entry is None:
             if len(self._graphs) >= 8:
                 self._graphs.clear()
             with wp.ScopedCapture(device=self.model.device) as capture:
                 self._substeps(count, control)
-            entry = self._graphs[key] = (capture.graph, control)     # holding control keeps its id unique
+            entry = self._graphs[key] = (capture.graph, list(controls.values()))   # held: ids stay unique
         wp.capture_launch(entry[0])
 
     def step(self, state_in: State, state_out: State, control: Control | None, dt: float) -> StepReport:
