@@ -7,11 +7,12 @@
     ids = control.add_anchors(points)                 # moving anchor points of attachment springs [m]
     control.set_anchors(ids, new_points)
 
-Everything lives in device arrays that the terms read at launch time, so a solver's captured CUDA graph
-sees new targets and poses. A step moves from the state's positions and the tools' current positions to
+Everything lives in device arrays that the terms read at launch time, so a solver's captured graph (CUDA
+or CPU) sees new targets and poses. A step moves from the state's positions and the tools' current positions to
 the targets along a straight line: ``begin(x)`` records the start, ``advance(x, s)`` writes the pose at
 fraction s in [0, 1] (prescribed nodes into x, tool positions into the tool set). Tool rotations change at
-once when set. Add tools and anchors before building a solver: adding one reallocates the arrays.
+once when set. Add tools and anchors before building a solver: adding one reallocates the arrays (and
+bumps ``revision``, on which ExplicitSolver recaptures its graph).
 """
 from __future__ import annotations
 
