@@ -2,6 +2,7 @@
 
     python benchmarks/simulator.py                                  # sizes ~10k, 40k, 100k tets, CPU
     python benchmarks/simulator.py --sizes-mm 9.6,6 --newton-python /tmp/nvenv/bin/python
+    python benchmarks/simulator.py --only explicit                  # the explicit rows alone (seconds)
 
 The phantom liver (surgtwin phantom, liver label) is meshed at each element size; material: liver
 (E = 6 kPa, nu = 0.47, rho = 1060 kg/m^3, assets/tissues.json); load: gravity -z with the superior 10 % of
@@ -12,12 +13,17 @@ Columns:
                 converged reference (rel. residual REF_TOL, 3 steps)
   static full   the default solve (rel. residual 1e-6, 3 gravity steps)
   BE step       one backward-Euler step of 10 ms from rest
-  explicit      time per central-difference sub-step at the stable step, element-steps per second, and
-                the ratio to a copy roofline: bytes per sub-step from the model below divided by the copy
-                bandwidth measured in the same run (best of 20 wp.copy: 256 MB on CUDA, 64 MB on the CPU).
-Bytes per explicit sub-step (float64, each array touched once): per element tets 16 + Dm^-1 72 + volume,
-mu, lambda 24 + alive 4 = 116 B; per node positions 24 + force zero/accumulate/read 72 + mass, free 16 +
-x, v read/write 96 + gravity/spring term 56 = 264 B.
+  explicit      time per central-difference sub-step at the stable step (median of 3 runs of 200, or 50
+                above 50k tets, sub-steps replayed from a graph), element-steps per second, and the ratio to a
+                copy roofline: bytes per sub-step from the model below divided by the copy bandwidth
+                measured in the same run (best of 20 wp.copy: 256 MB on CUDA, 64 MB on the CPU). On CPU the
+                JSON also holds ``explicit_threads`` (ExplicitSolver(threads=2): the element range split
+                over two threads).
+Bytes per explicit sub-step (float64, each array touched once; two launches, surgtwin.sim.explicit):
+per element tets 16 + Dm^-1 72 + volume 8 + law 4 + law parameters 24 + alive 4 = 128 B; per node
+positions gathered 24 + force accumulate (read, write) 48 + force read and clear 48 + true mass, spring
+k, anchor 40 + free / (scaled) mass 8 + x, v read/write 96 = 264 B. The two-thread run moves more (a
+second force buffer) and is held to the same model.
 Newton VBD runs in a virtual environment with ``newton`` (``--newton-python``; any python where
 ``import newton`` works, e.g. on the GPU machine the same one) as a subprocess on the same mesh, from rest, for
 each setting of ``--newton-sweep`` (dt:iterations:k_damp; default 1/60 s with 10 and 50 iterations, 1/600 s
@@ -25,7 +31,8 @@ with 10) until within 1 % of the same reference or out of its share of ``--newto
 the best setting. Every kernel module is compiled before any timing (``warm_up``). ``--mesh-cache DIR`` reads
 ``liver_<size>mm.npz`` meshes (written there on a machine with the meshing stack), so the benchmark also runs
 where only numpy, scipy and warp are installed. Warp's CPU kernels run on one thread: every CPU figure here
-uses one core. Writes benchmarks/results/simulator-<device>.json.
+but ``explicit_threads`` uses one core. Writes benchmarks/results/simulator-<device>.json
+(simulator-explicit-<device>.json with --only explicit).
 """
 from __future__ import annotations
 
@@ -52,7 +59,7 @@ from surgtwin.sim import (ExplicitSolver, ImplicitEulerSolver, ModelSpec, Static
 
 RESULTS = Path(__file__).resolve().parent / "results"
 E_PA, NU, RHO = 6000.0, 0.47, 1060.0
-BYTES_PER_ELEMENT, BYTES_PER_NODE = 116, 264
+BYTES_PER_ELEMENT, BYTES_PER_NODE = 128, 264
 REF_TOL = 1e-7          # reference: relative residual (the float64 round-off floor is ~2e-8 at 1M tets)
 
 
@@ -116,10 +123,15 @@ def warm_up(device):
     wp.synchronize_device(device)
 
 
-def bench_size(size_mm, cache, device, bandwidth, newton_python, newton_budget, newton_sweep):
+def bench_size(size_mm, cache, device, bandwidth, newton_python, newton_budget, newton_sweep, only=None):
     points, tets = liver_mesh(size_mm, cache)
     model = build(points, tets, device)
     row = {"size_mm": size_mm, "tets": model.tet_count, "nodes": model.node_count, "device": device}
+    for key, threads in (("explicit", 1), ("explicit_threads", 2)):
+        if threads == 1 or device == "cpu":
+            row[key] = bench_explicit(model, device, bandwidth, threads)
+    if only == "explicit":
+        return row
     ref = model.state()
     t_ref, rep = timed(lambda: StaticSolver(model, tol=REF_TOL).solve_ramped(ref, 3), device)
     x_ref = ref.positions()
@@ -146,21 +158,24 @@ def bench_size(size_mm, cache, device, bandwidth, newton_python, newton_budget, 
     st = model.state()
     t, rep = timed(lambda: be.step(st, st, None, 0.01), device)
     row["implicit_step"] = {"seconds": t, "dt": 0.01, "newton": rep.newton_iterations, "cg": rep.cg_iterations}
-    # explicit central difference
-    ex = ExplicitSolver(model)
-    st = model.state()
-    count = 200 if model.tet_count < 50_000 else 50
-    ex.step(st, st, None, count * ex.dt)                  # warm up (and the graph capture on CUDA)
-    t, _ = timed(lambda: ex.step(st, st, None, count * ex.dt), device)
-    sub = t / count
-    bytes_step = BYTES_PER_ELEMENT * model.tet_count + BYTES_PER_NODE * model.node_count
-    row["explicit"] = {"dt_stable_s": ex.dt_stable, "substep_ms": sub * 1e3,
-                       "element_steps_per_s": model.tet_count / sub, "bytes_per_substep": bytes_step,
-                       "roofline_ms": bytes_step / bandwidth * 1e3, "ratio_to_roofline": sub * bandwidth / bytes_step}
     if newton_python:
         row["newton_vbd"] = run_newton(newton_python, points, tets, model, x_ref, device, newton_budget,
                                        newton_sweep)
     return row
+
+
+def bench_explicit(model, device, bandwidth, threads):
+    """Central-difference sub-steps from rest (gravity) at the stable step: median time per sub-step."""
+    ex = ExplicitSolver(model, threads=threads)
+    st = model.state()
+    ex.step(st, st, None, 5 * ex.dt)                      # warm up (and graph capture)
+    count = 200 if model.tet_count < 50_000 else 50
+    ex.step(st, st, None, count * ex.dt)                  # the graph of this count
+    sub = float(np.median([timed(lambda: ex.step(st, st, None, count * ex.dt), device)[0] for _ in range(3)])) / count
+    bytes_step = BYTES_PER_ELEMENT * model.tet_count + BYTES_PER_NODE * model.node_count
+    return {"threads": ex.threads, "dt_stable_s": ex.dt_stable, "substep_ms": sub * 1e3,
+            "element_steps_per_s": model.tet_count / sub, "bytes_per_substep": bytes_step,
+            "roofline_ms": bytes_step / bandwidth * 1e3, "ratio_to_roofline": sub * bandwidth / bytes_step}
 
 
 def run_newton(python, points, tets, model, x_ref, device, budget, sweep):
@@ -190,11 +205,16 @@ def print_table(rows):
         vbd_step = f"{nv['step_ms_median']:.1f}" if nv.get("step_ms_median") else "-"
         vbd_1 = (f"{nv['time_to_1pct_s']:.1f}" if nv.get("time_to_1pct_s") else
                  (f">{nv['wall_s']:.0f} ({nv['final_rel_error']:.0%})" if nv.get("wall_s") else "-"))
-        s1 = r.get("static_1pct", {}).get("seconds")
-        print(f"{r['tets']:>8} {s1 if s1 is None else round(s1, 2):>13} {r['static_full']['seconds']:>15.2f} "
-              f"{r['implicit_step']['seconds']:>11.2f} {r['explicit']['substep_ms']:>10.2f} "
+        s1, full, be = (f"{r[k]['seconds']:.2f}" if k in r else "-"
+                        for k in ("static_1pct", "static_full", "implicit_step"))
+        print(f"{r['tets']:>8} {s1:>13} {full:>15} "
+              f"{be:>11} {r['explicit']['substep_ms']:>10.2f} "
               f"{r['explicit']['element_steps_per_s'] / 1e6:>13.1f} {r['explicit']['ratio_to_roofline']:>10.1f} "
               f"{vbd_step:>13} {vbd_1:>13}")
+        if "explicit_threads" in r:
+            e = r["explicit_threads"]
+            print(f"{'':>8} {'explicit, ' + str(e['threads']) + ' threads:':>41} {e['substep_ms']:>10.2f} "
+                  f"{e['element_steps_per_s'] / 1e6:>13.1f} {e['ratio_to_roofline']:>10.1f}")
 
 
 def main(argv=None) -> int:
@@ -208,6 +228,7 @@ def main(argv=None) -> int:
                     help="Newton VBD settings dt:iterations:k_damp, each from rest (see newton_vbd.py)")
     ap.add_argument("--mesh-cache", type=Path, default=None,
                     help="folder of liver_<size>mm.npz meshes: read when present, else written")
+    ap.add_argument("--only", choices=["explicit"], default=None, help="run only these rows")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     wp.init()
@@ -216,7 +237,7 @@ def main(argv=None) -> int:
     rows = []
     for s in (float(v) for v in args.sizes_mm.split(",")):
         rows.append(bench_size(s, args.mesh_cache, args.device, bandwidth, args.newton_python,
-                               args.newton_budget_s, args.newton_sweep))
+                               args.newton_budget_s, args.newton_sweep, args.only))
         print_table(rows[-1:])
     print()
     print_table(rows)
@@ -226,7 +247,7 @@ def main(argv=None) -> int:
               "bytes_model": {"per_element": BYTES_PER_ELEMENT, "per_node": BYTES_PER_NODE}, "rows": rows}
     if not args.newton_python:
         result["newton_vbd"] = "not run: pass --newton-python (a venv with `pip install newton`)"
-    path = args.json or RESULTS / f"simulator-{args.device}.json"
+    path = args.json or RESULTS / f"simulator-{args.only + '-' if args.only else ''}{args.device}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
     print(f"wrote {path}")

@@ -6,7 +6,8 @@ Neo-Hookean (Smith, Goes & Kim 2018, without the log term),
     Psi(F) = mu/2 (tr(F^T F) - 3) + lam/2 (J - alpha)^2,  alpha = 1 + mu/lam,
 is rest-stable, defined for inverted elements, and linearises to Lame (mu, lam - mu).
 Element e with nodes (x0..x3): F = [x1-x0, x2-x0, x3-x0] Dm_inv; node gradients g_a are the rows of
-Dm_inv (a = 1..3) and g_0 = -(g_1 + g_2 + g_3). Force on node a: -vol * P(F) g_a.
+Dm_inv (a = 1..3) and g_0 = -(g_1 + g_2 + g_3). Force on node a: -vol * P(F) g_a, scattered by
+``add_node_vectors`` from the one product vol P Dm_inv^T (its columns are P g_1..P g_3).
 Units: whatever the caller uses consistently (surgtwin.sim uses SI: m, Pa, kg).
 """
 import warp as wp
@@ -15,10 +16,10 @@ from .materials import (cofactor, cofactor_differential, snh_energy_density, snh
                         snh_stress_differential, tet_energy_density, tet_stress, tet_stress_differential)
 
 # the material functions stay importable from here (ke.snh_stress, ke.tet_stress, ...)
-__all__ = ["TetModel", "cofactor", "cofactor_differential", "deformation_gradient", "eval_tet_cauchy_stress",
-           "eval_tet_energy", "eval_tet_forces", "eval_tet_hessian_diagonal", "eval_tet_hessian_product",
-           "eval_tet_strain", "node_gradient", "snh_energy_density", "snh_stress", "snh_stress_differential",
-           "tet_energy_density", "tet_stress", "tet_stress_differential"]
+__all__ = ["TetModel", "add_node_vectors", "cofactor", "cofactor_differential", "deformation_gradient",
+           "eval_tet_cauchy_stress", "eval_tet_energy", "eval_tet_forces", "eval_tet_hessian_diagonal",
+           "eval_tet_hessian_product", "eval_tet_strain", "node_gradient", "snh_energy_density", "snh_stress",
+           "snh_stress_differential", "tet_energy_density", "tet_stress", "tet_stress_differential"]
 
 
 @wp.struct
@@ -49,6 +50,20 @@ def node_gradient(dm_inv: wp.mat33d, a: int):
     return dm_inv[a - 1]
 
 
+@wp.func
+def add_node_vectors(out: wp.array(dtype=wp.vec3d), t: wp.vec4i, dm_inv: wp.mat33d, p: wp.mat33d):
+    """out[t[a]] += p g_a for the four nodes: the columns of h = p Dm_inv^T are p g_1..p g_3, and
+    p g_0 = -(their sum) (one 3x3 product instead of four matrix-vector products)."""
+    h = p @ wp.transpose(dm_inv)
+    h1 = wp.vec3d(h[0, 0], h[1, 0], h[2, 0])
+    h2 = wp.vec3d(h[0, 1], h[1, 1], h[2, 1])
+    h3 = wp.vec3d(h[0, 2], h[1, 2], h[2, 2])
+    wp.atomic_add(out, t[0], -(h1 + h2 + h3))
+    wp.atomic_add(out, t[1], h1)
+    wp.atomic_add(out, t[2], h2)
+    wp.atomic_add(out, t[3], h3)
+
+
 @wp.kernel
 def eval_tet_energy(m: TetModel, x: wp.array(dtype=wp.vec3d), energy: wp.array(dtype=wp.float64)):
     e = wp.tid()
@@ -67,8 +82,7 @@ def eval_tet_forces(m: TetModel, x: wp.array(dtype=wp.vec3d), forces: wp.array(d
     t = m.tets[e]
     dmi = m.dm_inv[e]
     p = tet_stress(deformation_gradient(x, t, dmi), m.law[e], m.params[e])
-    for a in range(4):
-        wp.atomic_add(forces, t[a], -m.vol[e] * (p @ node_gradient(dmi, a)))
+    add_node_vectors(forces, t, dmi, -m.vol[e] * p)
 
 
 @wp.kernel
@@ -83,8 +97,7 @@ def eval_tet_hessian_product(m: TetModel, x: wp.array(dtype=wp.vec3d), dx: wp.ar
     f = deformation_gradient(x, t, dmi)
     df = deformation_gradient(dx, t, dmi)   # the same linear map applied to the increment: dF
     dp = tet_stress_differential(f, df, m.law[e], m.params[e])
-    for a in range(4):
-        wp.atomic_add(out, t[a], m.vol[e] * (dp @ node_gradient(dmi, a)))
+    add_node_vectors(out, t, dmi, m.vol[e] * dp)
 
 
 @wp.kernel

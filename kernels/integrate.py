@@ -8,6 +8,7 @@ with c [1/s] the mass-proportional damping of dynamic relaxation (0: undamped).
 import warp as wp
 
 from .elasticity import TetModel, deformation_gradient
+from .loads import node_load
 
 
 @wp.kernel
@@ -60,18 +61,28 @@ def finite_difference_velocity(x_new: wp.array(dtype=wp.vec3d), x_old: wp.array(
 
 
 @wp.kernel
-def central_difference_update(f: wp.array(dtype=wp.vec3d), mass: wp.array(dtype=wp.float64),
-                              free: wp.array(dtype=wp.float64), damping: wp.float64, dt: wp.float64,
-                              x: wp.array(dtype=wp.vec3d), v: wp.array(dtype=wp.vec3d)):
-    """One explicit step in place (free nodes only; fixed/prescribed nodes keep x and get v = 0)."""
+def central_difference_update(forces: wp.array2d(dtype=wp.vec3d), load_mass: wp.array(dtype=wp.float64),
+                              gravity: wp.vec3d, spring_k: wp.array(dtype=wp.float64),
+                              anchor: wp.array(dtype=wp.vec3d), inv_mass: wp.array(dtype=wp.float64),
+                              coef: wp.array(dtype=wp.float64), x: wp.array(dtype=wp.vec3d),
+                              v: wp.array(dtype=wp.vec3d)):
+    """One explicit step in place with f = sum of the rows of ``forces`` + the nodal loads (kernels.loads,
+    gravity on ``load_mass``), the rows cleared for the next step. inv_mass = free / m (m the possibly
+    scaled lumped mass; 0 on fixed/prescribed or massless nodes, which keep x and get v = 0);
+    coef = (dt, (1 - c dt/2) / (1 + c dt/2), dt / (1 + c dt/2)), an array so that a captured graph serves
+    any dt and damping c."""
     i = wp.tid()
-    if free[i] == wp.float64(0.0) or mass[i] <= wp.float64(0.0):
+    f = node_load(x, load_mass, gravity, spring_k, anchor, i)
+    for b in range(forces.shape[0]):
+        f = f + forces[b, i]
+        forces[b, i] = wp.vec3d()
+    w = inv_mass[i]
+    if w == wp.float64(0.0):
         v[i] = wp.vec3d()
         return
-    h = wp.float64(0.5) * damping * dt
-    vi = ((wp.float64(1.0) - h) * v[i] + (dt / mass[i]) * f[i]) / (wp.float64(1.0) + h)
+    vi = coef[1] * v[i] + (coef[2] * w) * f
     v[i] = vi
-    x[i] = x[i] + dt * vi
+    x[i] = x[i] + coef[0] * vi
 
 
 @wp.kernel

@@ -2,13 +2,20 @@
 import warp as wp
 
 
+@wp.func
+def node_load(x: wp.array(dtype=wp.vec3d), mass: wp.array(dtype=wp.float64), gravity: wp.vec3d,
+              spring_k: wp.array(dtype=wp.float64), anchor: wp.array(dtype=wp.vec3d), i: int):
+    """m_i g - k_i (x_i - anchor_i) [N]."""
+    return mass[i] * gravity - spring_k[i] * (x[i] - anchor[i])
+
+
 @wp.kernel
 def eval_node_loads(x: wp.array(dtype=wp.vec3d), mass: wp.array(dtype=wp.float64),
                     gravity: wp.vec3d, spring_k: wp.array(dtype=wp.float64),
                     anchor: wp.array(dtype=wp.vec3d), forces: wp.array(dtype=wp.vec3d)):
     """forces[i] += m_i g - k_i (x_i - anchor_i)."""
     i = wp.tid()
-    forces[i] = forces[i] + mass[i] * gravity - spring_k[i] * (x[i] - anchor[i])
+    forces[i] = forces[i] + node_load(x, mass, gravity, spring_k, anchor, i)
 
 
 @wp.kernel

@@ -13,7 +13,7 @@ Launch order (surgtwin.sim.terms.NodalPressureElasticity): nodal volumes -> noda
 """
 import warp as wp
 
-from .elasticity import TetModel, deformation_gradient, node_gradient
+from .elasticity import TetModel, add_node_vectors, deformation_gradient, node_gradient
 from .materials import cofactor, cofactor_differential, dev_energy_density, dev_stress, dev_stress_differential
 
 
@@ -97,8 +97,7 @@ def eval_anp_forces(m: TetModel, x: wp.array(dtype=wp.vec3d), pressure: wp.array
     dmi = m.dm_inv[e]
     f = deformation_gradient(x, t, dmi)
     p = dev_stress(f, m.law[e], m.params[e]) + element_mean(pressure, t) * cofactor(f)
-    for a in range(4):
-        wp.atomic_add(forces, t[a], -m.vol[e] * (p @ node_gradient(dmi, a)))
+    add_node_vectors(forces, t, dmi, -m.vol[e] * p)
 
 
 @wp.kernel
@@ -115,8 +114,7 @@ def eval_anp_hessian_product(m: TetModel, x: wp.array(dtype=wp.vec3d), dx: wp.ar
     df = deformation_gradient(dx, t, dmi)   # the same linear map applied to the increment: dF
     dp = dev_stress_differential(f, df, m.law[e], m.params[e]) + element_mean(dpressure, t) * cofactor(f)
     dp = dp + element_mean(pressure, t) * cofactor_differential(f, df)
-    for a in range(4):
-        wp.atomic_add(out, t[a], m.vol[e] * (dp @ node_gradient(dmi, a)))
+    add_node_vectors(out, t, dmi, m.vol[e] * dp)
 
 
 @wp.kernel

@@ -7,11 +7,12 @@
     ids = control.add_anchors(points)                 # moving anchor points of attachment springs [m]
     control.set_anchors(ids, new_points)
 
-Everything lives in device arrays that the terms read at launch time, so a solver's captured CUDA graph
-sees new targets and poses. A step moves from the state's positions and the tools' current positions to
+Everything lives in device arrays that the terms read at launch time, so a solver's captured graph (CUDA
+or CPU) sees new targets and poses. A step moves from the state's positions and the tools' current positions to
 the targets along a straight line: ``begin(x)`` records the start, ``advance(x, s)`` writes the pose at
 fraction s in [0, 1] (prescribed nodes into x, tool positions into the tool set). Tool rotations change at
-once when set. Add tools and anchors before building a solver: adding one reallocates the arrays.
+once when set. Add tools and anchors before building a solver: adding one reallocates the arrays (and
+bumps ``revision``, on which ExplicitSolver recaptures its graph).
 """
 from __future__ import annotations
 
@@ -62,7 +63,10 @@ def _rotation(rotation) -> np.ndarray:
 
 
 class Control:
-    """Prescribed node targets, rigid tool poses and attachment anchors of one Model (device arrays)."""
+    """Prescribed node targets, rigid tool poses and attachment anchors of one Model (device arrays).
+
+    ``revision`` counts reallocations of those arrays (a new tool or anchors), so that a captured graph
+    that refers to them (ExplicitSolver) is captured again."""
 
     def __init__(self, model: Model):
         self.model = model
@@ -78,6 +82,7 @@ class Control:
         self._pos, self._rot = np.zeros((0, 3)), np.zeros((0, 3, 3))
         self.tools = kc.ToolSet()
         self._anchor_points = np.zeros((0, 3))
+        self.revision = 0
         self._alloc_tools()
         self.anchors = wp.zeros(0, dtype=wp.vec3d, device=d)
 
@@ -109,6 +114,7 @@ class Control:
         t.mesh = wp.array(np.asarray(self._mesh_ids, np.uint64).reshape(k), dtype=wp.uint64, device=d)
         self.tool_target = wp.array(self._pos.reshape(k, 3), dtype=wp.vec3d, device=d)
         self.tool_start = wp.array(self._pos.reshape(k, 3), dtype=wp.vec3d, device=d)
+        self.revision += 1
 
     def add_tool(self, shape, position, rotation=None) -> int:
         """Add a rigid tool (Sphere, Capsule, Plane, TriangleMeshTool) at a pose; returns its index."""
@@ -166,6 +172,7 @@ class Control:
         first = len(self._anchor_points)
         self._anchor_points = np.vstack([self._anchor_points, pts])
         self.anchors = wp.array(self._anchor_points, dtype=wp.vec3d, device=self.model.device)
+        self.revision += 1
         return np.arange(first, first + len(pts))
 
     def set_anchors(self, ids, points) -> None:

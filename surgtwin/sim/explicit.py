@@ -13,18 +13,30 @@ refuses a larger requested step. Mass scaling raises the density of the elements
 (to reach ``mass_scaling_dt``) without changing gravity loads.
 
 ``step(state_in, state_out, control, dt)`` advances dt in equal sub-steps no longer than the stable step,
-with prescribed nodes and tool positions moving linearly across the sub-steps. On CUDA the sub-step loop
-is captured once in a CUDA graph and replayed; on CPU it runs as a plain launch loop. Nothing in the loop
+with prescribed nodes and tool positions moving linearly across the sub-steps. Nothing in the loop
 reads back to the host; element inversion and non-finite values are checked once per step. ``relax``
 runs damped steps (dynamic relaxation) to static equilibrium.
+
+A sub-step is two launches: the element forces (plus any extra terms) accumulate into a force buffer, then
+one node kernel adds gravity and springs, takes the central-difference step and clears the buffer. The
+sub-step loop is captured once per (sub-step count, control) in a graph and replayed: a CUDA graph on CUDA,
+Warp's CPU graph (replayed in C++, no Python per launch) on CPU; the sub-step and damping are read from a
+small device array, so one graph serves every dt and damping. Warp runs a CPU kernel on one thread;
+``threads=N`` (CPU, plain elasticity) splits the element range in N parts launched from N Python threads
+(a launch releases the GIL), each into its own force buffer (Warp's CPU atomics are plain adds), summed by
+the node kernel; that loop runs uncaptured. The calling thread launches part 0 and takes any part that no
+helper thread has started (a helper whose core is busy elsewhere then costs nothing), so the result is the
+same whichever thread runs a part.
 """
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import warp as wp
 
+from kernels import elasticity as ke
 from kernels import integrate as ki
 
 from ..errors import SolverError
@@ -32,7 +44,7 @@ from .control import Control
 from .model import Model, State, lame_parameters
 from .static import StaticSolver
 from .stepping import StepReport, begin_terms, element_health, ensure_velocity
-from .terms import Term
+from .terms import Elasticity, NodeLoads, Term
 
 
 def element_time_steps(model: Model, density: np.ndarray | None = None) -> np.ndarray:
@@ -87,12 +99,13 @@ class ExplicitSolver:
 
     dt: sub-step [s] (default: the stable step times ``safety``; a larger one raises SolverError);
     damping: mass-proportional damping c [1/s] (0 = undamped); mass_scaling_dt: target sub-step [s] for
-    mass scaling; use_graph: capture the sub-step loop in a CUDA graph on CUDA devices.
+    mass scaling; use_graph: capture the sub-step loop in a graph (CUDA or Warp CPU graph); threads: CPU
+    threads for the element forces (1, or N > 1 for plain elasticity on CPU, then uncaptured).
     """
 
     def __init__(self, model: Model, *, extra_terms: list[Term] = (), dt: float | None = None,
                  safety: float = 0.9, damping: float = 0.0, mass_scaling_dt: float | None = None,
-                 max_cutbacks: int = 2, use_graph: bool = True):
+                 max_cutbacks: int = 2, use_graph: bool = True, threads: int = 1):
         if not 0 < safety <= 1:
             raise SolverError(f"safety factor must be in (0, 1], got {safety}")
         self.model = model
@@ -115,39 +128,67 @@ class ExplicitSolver:
         self.dt = float(dt) if dt is not None else self.dt_stable
         self.damping = float(damping)
         self.max_cutbacks = int(max_cutbacks)
-        self.use_graph = bool(use_graph) and model.device.is_cuda
-        self._x, self._v, self._f = (wp.zeros(n, dtype=wp.vec3d, device=d) for _ in range(3))
+        elastic, loads = self.terms[0], next(t for t in self.terms if isinstance(t, NodeLoads))
+        split = int(threads) > 1 and model.device.is_cpu and type(elastic) is Elasticity
+        self.threads = int(threads) if split else 1
+        self.use_graph = bool(use_graph) and self.threads == 1
+        self._x, self._v = (wp.zeros(n, dtype=wp.vec3d, device=d) for _ in range(2))
+        self._f = wp.zeros((self.threads, n), dtype=wp.vec3d, device=d)     # one force buffer per thread
+        self._f0 = self._f[0]
+        inv_mass = np.divide(model.node_free, mass, out=np.zeros(n), where=model.node_free & (mass > 0))
+        self._inv_mass = wp.array(inv_mass, dtype=wp.float64, device=d)      # free / m, 0 where not free
+        self._coef = wp.zeros(3, dtype=wp.float64, device=d)                 # see ki.central_difference_update
+        self._update = wp.launch(ki.central_difference_update, dim=n, device=d, record_cmd=True, inputs=[
+            self._f, model.mass, model.gravity_vector(1.0), model.spring_k, model.anchors, self._inv_mass,
+            self._coef, self._x, self._v])
+        self._terms = [t for t in self.terms if t is not loads and not (split and t is elastic)]
+        ends = np.linspace(0, len(spec.tets), self.threads + 1).astype(int) if split else []
+        self._parts = [wp.launch(ke.eval_tet_forces, dim=int(hi - lo), device=d, record_cmd=True,
+                                 inputs=[model.element_range(int(lo), int(hi)), self._x, self._f[j]])
+                       for j, (lo, hi) in enumerate(zip(ends[:-1], ends[1:]))]
         self._bad = wp.zeros(2, dtype=wp.int32, device=d)
         self._graphs: dict = {}
-        self._control = None
 
     # ------------------------------------------------------------ the sub-step loop
-    def _substeps(self, count: int, h: float, control: Control | None, damping: float):
-        m = self.model
+    def _substeps(self, count: int, control: Control | None, helpers: "_Helpers | None" = None):
+        self._f.zero_()
         for k in range(count):
-            self._f.zero_()
-            for term in self.terms:
-                term.add_forces(self._x, self._f, 1.0)
-            wp.launch(ki.central_difference_update, dim=m.node_count,
-                      inputs=[self._f, self.mass, m.free, damping, h, self._x, self._v], device=m.device)
+            if helpers is not None:
+                helpers.start()
+                self._parts[0].launch()
+            for term in self._terms:
+                term.add_forces(self._x, self._f0, 1.0)
+            if helpers is not None:
+                helpers.finish()
+            self._update.launch()
             if control is not None:
                 control.advance(self._x, (k + 1) / count)
             begin_terms(self.terms, self._x)
         self._bad.zero_()
-        wp.launch(ki.check_elements, dim=len(m.spec.tets), inputs=[m.elements, self._x, 0.0, self._bad],
-                  device=m.device)
+        wp.launch(ki.check_elements, dim=len(self.model.spec.tets), inputs=[self.model.elements, self._x, 0.0,
+                  self._bad], device=self.model.device)
 
     def _run(self, count: int, h: float, control: Control | None, damping: float):
-        if not self.use_graph:
-            self._substeps(count, h, control, damping)
+        c = 0.5 * damping * h
+        self._coef.assign(np.array([h, (1.0 - c) / (1.0 + c), h / (1.0 + c)]))
+        if self.threads > 1:
+            with _Helpers(self._parts[1:]) as helpers:
+                self._substeps(count, control, helpers)
             return
-        key = (count, h, id(control), damping)
-        graph = self._graphs.get(key)
-        if graph is None:
+        if not self.use_graph:
+            self._substeps(count, control)
+            return
+        # the graph refers to the arrays of the controls in use (step's, the terms'): recapture on a new layout
+        controls = {id(c): c for c in [control] + [getattr(t, "control", None) for t in self.terms] if c is not None}
+        key = (count, id(control), tuple(sorted((k, c.revision) for k, c in controls.items())))
+        entry = self._graphs.get(key)
+        if entry is None:
+            if len(self._graphs) >= 8:
+                self._graphs.clear()
             with wp.ScopedCapture(device=self.model.device) as capture:
-                self._substeps(count, h, control, damping)
-            graph = self._graphs[key] = capture.graph
-        wp.capture_launch(graph)
+                self._substeps(count, control)
+            entry = self._graphs[key] = (capture.graph, list(controls.values()))   # held: ids stay unique
+        wp.capture_launch(entry[0])
 
     def step(self, state_in: State, state_out: State, control: Control | None, dt: float) -> StepReport:
         """Advance dt [s] in ceil(dt / self.dt) sub-steps; cut back (twice the sub-steps) on a bad step."""
@@ -244,3 +285,63 @@ class ExplicitSolver:
             wp.launch(ki.eval_kinetic_energy, dim=self.model.node_count, inputs=[state.v, self.mass, e],
                       device=self.model.device)
         return float(e.numpy()[0]) + self.static.energy(state.x, 1.0)
+
+
+class _Helpers:
+    """Threads sharing the element parts 1.. of each sub-step with the calling thread: whoever is free takes
+    the next part (each part scatters into its own buffer, so the result does not depend on who took it),
+    and a helper that wakes late (its core busy with other work) costs nothing."""
+
+    def __init__(self, launches):
+        self._launches = list(launches)
+        self._lock = threading.Lock()
+        self._pending, self._taken = [], 0
+        self._go, self._done = threading.Semaphore(0), threading.Semaphore(0)
+        self._stop, self._error = False, None
+        self._threads = [threading.Thread(target=self._work, daemon=True) for _ in self._launches]
+
+    def _next(self, helper: bool):
+        with self._lock:
+            if not self._pending:
+                return None
+            self._taken += helper
+            return self._pending.pop()
+
+    def _work(self):
+        while True:
+            self._go.acquire()
+            if self._stop:
+                return
+            while (launch := self._next(True)) is not None:
+                try:
+                    launch.launch()
+                except Exception as err:  # noqa: BLE001 - handed to the calling thread by finish()
+                    self._error = err
+                self._done.release()
+
+    def start(self):
+        with self._lock:
+            self._pending, self._taken = list(self._launches), 0
+        for _ in self._threads:
+            self._go.release()
+
+    def finish(self):
+        """Launch the parts no helper has taken, then wait for those they took."""
+        while (launch := self._next(False)) is not None:
+            launch.launch()
+        for _ in range(self._taken):
+            self._done.acquire()
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop = True
+        for _ in self._threads:
+            self._go.release()
+        for t in self._threads:
+            t.join()

@@ -181,6 +181,13 @@ class Model:
         self.spring_k = wp.array(np.where(used, spec.spring_k, 0.0), dtype=wp.float64, device=d)
         self.anchors = wp.array(spec.anchors, dtype=wp.vec3d, device=d)
 
+    def element_range(self, lo: int, hi: int) -> TetModel:
+        """The element arrays of elements lo..hi-1 as views (no copy), for a launch over that range."""
+        part = TetModel()
+        for name in TetModel.vars:
+            setattr(part, name, getattr(self.elements, name)[lo:hi])
+        return part
+
     def gravity_vector(self, scale: float = 1.0) -> wp.vec3d:
         """Gravity [m/s^2] scaled by ``scale`` (load ramping) as a kernel argument."""
         return wp.vec3d(*(self.spec.gravity * float(scale)))
