@@ -64,6 +64,11 @@ def main(run: str, out: str):
     QTest.keyClick(win.plotter.interactor, QtCore.Qt.Key_1)
     pump(app, 0.1)
     res["overlay_after_key_1"] = win.overlay_box.currentText()
+    QTest.keyClick(win.plotter.interactor, QtCore.Qt.Key_5)
+    pump(app, 0.1)
+    res["overlay_after_key_5"] = win.overlay_box.currentText()
+    QTest.keyClick(win.plotter.interactor, QtCore.Qt.Key_1)
+    pump(app, 0.1)
     res["slice_rgb_colours"] = int(len(np.unique(win.slice.rgb(win.slice.slider.value()).reshape(-1, 3), axis=0)))
 
     # incision path: picks across the middle of the rendered organ
@@ -117,6 +122,11 @@ def main(run: str, out: str):
     win.screenshot(out / "displacement.png")
     win.set_overlay("strain")
     win.screenshot(out / "strain.png")
+    win.set_overlay("stress")                  # von Mises of the solver's last iteration
+    win.screenshot(out / "stress.png")
+    kpa, style = win.scene.overlay_values()
+    res["stress_kpa_max"], res["stress_title"] = float(np.nanmax(kpa)), style.title
+    res["stress_frame_pa_max"] = float(session.stress_pa.max())
     win.set_overlay("displacement")
 
     # grasp and drag: a grasp point picked on the organ, three Shift+Up moves, the retraction added and run

@@ -526,7 +526,8 @@ def plane_margin(session, normal, origin) -> float:
 
 def run_app(target=None, *, cfg=None, overlay: str = "displacement") -> None:
     """Open the viewer on ``target`` and run the Qt event loop until the window closes."""
-    overlay = {"shift_mm": "displacement", "max_principal_strain": "strain", "risk": "margin"}.get(overlay, overlay)
+    overlay = {"shift_mm": "displacement", "max_principal_strain": "strain", "risk": "margin",
+               "von_mises_kpa": "stress"}.get(overlay, overlay)
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     session = RehearsalSession.open(target, cfg)
     win = MainWindow(session, overlay)

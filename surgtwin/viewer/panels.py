@@ -14,7 +14,7 @@ SHORTCUTS = [
     ("Shift+arrows", "move the grasped tool in the view plane (one drag step per press)"),
     ("T", "add the tool moves as a retraction step"), ("P", "resection plane widget on/off"),
     ("M", "margin sphere on/off"), ("C", "clipping plane on/off"),
-    ("0-4", "overlay: none, displacement, strain, distance, margin"), ("R", "reset the camera"),
+    ("0-5", "overlay: none, displacement, strain, distance, margin, von Mises stress"), ("R", "reset the camera"),
     ("Ctrl+P", "screenshot (PNG)"), ("Ctrl+E", "export a movie of the recording (mp4, else gif)"),
     ("Ctrl+S", "save the plan as a procedure YAML"), ("Left / Right", "timeline: previous / next frame"),
     ("F1", "this help"),
