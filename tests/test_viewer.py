@@ -258,6 +258,9 @@ def test_qt_viewer_incision_run_undo_screenshots_movie(run_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((tmp_path / "result.json").read_text())
     assert r["tabs"] == ["Procedure", "Structures", "Risk", "Materials", "CT slice", "Help"]
+    # nothing is drawn while nothing changes; a mouse drag turns the camera with one render per frame shown
+    assert r["idle_renders"] == 0 and r["drag_camera_moved_mm"] > 1.0
+    assert 1 <= r["drag_frames_shown"] <= 4 and r["drag_renders"] == r["drag_frames_shown"]
     assert {"liver", "liver_tumor", "portal_vein_and_splenic_vein"} <= set(r["structures"])
     assert "bones" in r["structures"]                      # vertebrae and ribs of the label map, one surface
     assert r["overlay_after_key_2"] == "strain" and r["overlay_after_key_1"] == "displacement"

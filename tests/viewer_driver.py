@@ -34,6 +34,25 @@ def pick_surface_point(win, x, y):
     return None
 
 
+def drag(widget, offsets, app, button=None):
+    """A left-button mouse drag over ``widget`` through ``offsets`` (pixels from its centre), the event
+    loop turning after every move (as between the moves of a hand)."""
+    from PySide6 import QtGui
+
+    button = button or QtCore.Qt.LeftButton
+    c = QtCore.QPointF(widget.width() / 2, widget.height() / 2)
+
+    def send(kind, pos, buttons):
+        QtWidgets.QApplication.sendEvent(widget, QtGui.QMouseEvent(kind, pos, widget.mapToGlobal(pos), button, buttons,
+                                                                   QtCore.Qt.NoModifier))
+        pump(app, 0.05)
+    points = [c + QtCore.QPointF(dx, dy) for dx, dy in offsets]
+    send(QtCore.QEvent.MouseButtonPress, points[0], button)
+    for p in points[1:]:
+        send(QtCore.QEvent.MouseMove, p, button)
+    send(QtCore.QEvent.MouseButtonRelease, points[-1], QtCore.Qt.NoButton)
+
+
 def live_volume(session) -> float:
     return float(session.mesh.tet_volumes_mm3()[session.alive].sum())
 
@@ -52,6 +71,20 @@ def main(run: str, out: str):
     win.show()
     pump(app, 0.5)
     res["tabs"] = [win.tabs.tabText(i) for i in range(win.tabs.count())]
+
+    # the display: nothing drawn while nothing changes; a mouse drag turns the camera, one render per frame shown
+    renders, shown = [], []
+    win.plotter.ren_win.AddObserver("EndEvent", lambda *_: renders.append(1))
+    win.plotter.frameSwapped.connect(lambda: shown.append(1))
+    pump(app, 0.5)
+    res["idle_renders"] = len(renders)
+    position = np.array(win.plotter.camera.position)
+    drag(win.plotter, [(0, 0), (20, 0), (40, 5), (60, 10)], app)
+    res["drag_renders"], res["drag_frames_shown"] = len(renders), len(shown)
+    res["drag_camera_moved_mm"] = float(np.linalg.norm(np.array(win.plotter.camera.position) - position))
+    win.plotter.camera.position = tuple(position)
+    win.scene.reset_camera()
+    pump(app, 0.1)
     res["structures"] = list(win.structures.names)
     from PySide6.QtTest import QTest
 

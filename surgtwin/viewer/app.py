@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
-from pyvistaqt import QtInteractor
 
 from ..errors import ConfigError, SurgtwinError
 from ..fileio import atomic_path
 from . import panels as pn
+from .display import View
 from .overlays import OVERLAY_KEYS, OVERLAYS, over_threshold
 from .scene import Scene
 from .session import RehearsalSession
@@ -28,8 +28,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.s = session
         self.setWindowTitle(f"surgtwin – {session.name}")
         self.resize(1500, 950)
-        self.plotter = QtInteractor(self, multi_samples=0, point_smoothing=False, line_smoothing=False,
-                                    polygon_smoothing=False)
+        self.plotter = View(self)
         self.setCentralWidget(self._central())
         add_bones(session)
         self.statusBar().showMessage("ready (F1: keyboard shortcuts)")
@@ -43,7 +42,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.plane = None                     # (normal, origin) of the resection plane widget
         self.clip_on = False
         self._draws: list[float] = []
-        self.plotter.ren_win.AddObserver("EndEvent", lambda *_: self._draws.append(time.perf_counter()))
+        self.plotter.frameSwapped.connect(lambda: self._draws.append(time.perf_counter()))
         self._build_panels()
         self._shortcuts()
         self.timer = QtCore.QTimer(self)       # the display loop: never waits on the solver
@@ -150,7 +149,7 @@ class MainWindow(QtWidgets.QMainWindow):
         frame = self.buffer.take()
         if frame is not None:
             self.scene.show_frame(frame)
-            self.plotter.render()
+            self.plotter.request_draw()
         now = time.perf_counter()
         self._draws = [t for t in self._draws if now - t <= 1.0]
 
@@ -159,7 +158,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return sum(1 for t in self._draws if now - t <= 1.0)
 
     def _redraw(self, _=None):
-        self.plotter.render()
+        self.plotter.request_draw()
 
     # -- jobs --
     @property
