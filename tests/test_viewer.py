@@ -260,7 +260,7 @@ def test_qt_viewer_incision_run_undo_screenshots_movie(run_dir, tmp_path):
     assert r["tabs"] == ["Procedure", "Structures", "Risk", "Materials", "CT slice", "Help"]
     # nothing is drawn while nothing changes; a mouse drag turns the camera with one render per frame shown
     assert r["idle_renders"] == 0 and r["drag_camera_moved_mm"] > 1.0
-    assert 1 <= r["drag_frames_shown"] <= 4 and r["drag_renders"] == r["drag_frames_shown"]
+    assert 1 <= r["drag_frames_shown"] <= 5 and r["drag_renders"] == r["drag_frames_shown"]   # 5 mouse events
     assert {"liver", "liver_tumor", "portal_vein_and_splenic_vein"} <= set(r["structures"])
     assert "bones" in r["structures"]                      # vertebrae and ribs of the label map, one surface
     assert r["overlay_after_key_2"] == "strain" and r["overlay_after_key_1"] == "displacement"
@@ -282,6 +282,11 @@ def test_qt_viewer_incision_run_undo_screenshots_movie(run_dir, tmp_path):
     assert r["retraction_added"] and r["tool_pending"] == ["grasp", "retract"]
     assert r["applied_after_tool"] == ["incision", "grasp", "retract"], r["tool_status"]
     assert r["tool_force_n"] > 1e-3 and r["tool_force_text"].startswith("grasper") and r["tool_force_text"].endswith("N")
+    # the tool's handle dragged with the mouse: the retraction ran at once and the held tissue followed the tool
+    assert r["handle_at_tool_tip"] and r["mouse_drag_started_job"] and r["new_handle_at_drop"]
+    assert r["handle_drag_mm"] > 3.0 and r["handle_drag_up"] > 0.9, r
+    assert r["applied_after_mouse_drag"] == ["incision", "grasp", "retract", "retract"], r["mouse_drag_status"]
+    assert r["held_follow_mm"] > 0.3 * r["handle_drag_mm"], (r["held_follow_mm"], r["handle_drag_mm"])
     assert r["plane_through_tumour_refused"] and "cuts the tumour" in r["plane_refusal_message"]
     assert r["plane_added"] and r["plane_step"]["mode"] == "plane" and r["plane_step"]["margin_mm"] > 0
     assert r["plane_removed"] and r["pending_after_remove"] == []
@@ -306,9 +311,9 @@ def test_qt_viewer_incision_run_undo_screenshots_movie(run_dir, tmp_path):
     assert colour_bar_shows(stress, PLASMA_ENDS) and not colour_bar_shows(none, PLASMA_ENDS)
     plan_file = tmp_path / "plans" / "procedure" / "viewer_plan.yaml"
     name, steps = load_plan(plan_file)
-    assert [st["action"] for st in steps] == ["incision", "grasp", "retract", "resect"]
-    assert len(steps[0]["path_mm"]) == r["picked"] and len(steps[2]["path_mm"]) == 3
-    assert [st.action for st in Procedure.load(plan_file).steps] == ["incision", "grasp", "retract", "resect"]
+    assert [st["action"] for st in steps] == ["incision", "grasp", "retract", "retract", "resect"]
+    assert len(steps[0]["path_mm"]) == r["picked"] and len(steps[2]["path_mm"]) == 3 and len(steps[3]["path_mm"]) == 1
+    assert [st.action for st in Procedure.load(plan_file).steps] == ["incision", "grasp", "retract", "retract", "resect"]
     movie = Path(r["movie"])
     assert movie.is_file() and movie.stat().st_size > 1000
 

@@ -34,23 +34,31 @@ def pick_surface_point(win, x, y):
     return None
 
 
-def drag(widget, offsets, app, button=None):
-    """A left-button mouse drag over ``widget`` through ``offsets`` (pixels from its centre), the event
-    loop turning after every move (as between the moves of a hand)."""
+def drag(widget, points, app):
+    """A left-button mouse drag over ``widget`` through ``points`` (widget pixels), the event loop turning
+    after every move (as between the moves of a hand)."""
     from PySide6 import QtGui
 
-    button = button or QtCore.Qt.LeftButton
-    c = QtCore.QPointF(widget.width() / 2, widget.height() / 2)
+    button = QtCore.Qt.LeftButton
 
     def send(kind, pos, buttons):
         QtWidgets.QApplication.sendEvent(widget, QtGui.QMouseEvent(kind, pos, widget.mapToGlobal(pos), button, buttons,
                                                                    QtCore.Qt.NoModifier))
         pump(app, 0.05)
-    points = [c + QtCore.QPointF(dx, dy) for dx, dy in offsets]
+    points = [QtCore.QPointF(float(x), float(y)) for x, y in points]
     send(QtCore.QEvent.MouseButtonPress, points[0], button)
     for p in points[1:]:
         send(QtCore.QEvent.MouseMove, p, button)
     send(QtCore.QEvent.MouseButtonRelease, points[-1], QtCore.Qt.NoButton)
+
+
+def widget_xy(win, point):
+    """Widget pixel position of a world point [mm] (Qt: y down)."""
+    ren = win.plotter.renderer
+    ren.SetWorldPoint(*point, 1.0)
+    ren.WorldToDisplay()
+    x, y, _ = ren.GetDisplayPoint()
+    return x, win.plotter.ren_win.GetSize()[1] - 1 - y
 
 
 def live_volume(session) -> float:
@@ -79,7 +87,8 @@ def main(run: str, out: str):
     pump(app, 0.5)
     res["idle_renders"] = len(renders)
     position = np.array(win.plotter.camera.position)
-    drag(win.plotter, [(0, 0), (20, 0), (40, 5), (60, 10)], app)
+    cx, cy = win.plotter.width() / 2, win.plotter.height() / 2
+    drag(win.plotter, [(cx, cy), (cx + 20, cy), (cx + 40, cy + 5), (cx + 60, cy + 10)], app)
     res["drag_renders"], res["drag_frames_shown"] = len(renders), len(shown)
     res["drag_camera_moved_mm"] = float(np.linalg.norm(np.array(win.plotter.camera.position) - position))
     win.plotter.camera.position = tuple(position)
@@ -184,6 +193,26 @@ def main(run: str, out: str):
     forces = session.tool_forces()
     res["tool_force_n"] = float(np.linalg.norm(forces["grasper"])) if "grasper" in forces else 0.0
     res["applied_after_tool"] = [s["action"] for s in session.applied]
+
+    # the tool's handle dragged 40 px up the screen with the mouse: dropped, the retraction runs at once
+    held = session.surgery.tools["grasper"].nodes.copy()
+    x_held = session.positions_mm[held].mean(axis=0)
+    c0 = np.array(win.tool_handle.GetCenter())
+    res["handle_at_tool_tip"] = bool(np.allclose(c0, win.tool_tip))
+    x, y = widget_xy(win, c0)
+    drag(win.plotter, [(x, y), (x, y - 10), (x, y - 20), (x, y - 30), (x, y - 40)], app)
+    res["mouse_drag_started_job"] = win.busy
+    while win.busy:
+        app.processEvents()
+        time.sleep(0.002)
+    pump(app, 0.2)
+    moved = np.asarray(win.tool_tip) - c0
+    res["handle_drag_mm"] = float(np.linalg.norm(moved))
+    res["handle_drag_up"] = float(moved @ np.asarray(win.plotter.camera.up) / max(np.linalg.norm(moved), 1e-9))
+    res["held_follow_mm"] = float((session.positions_mm[held].mean(axis=0) - x_held) @ moved / max(np.linalg.norm(moved), 1e-9))
+    res["applied_after_mouse_drag"] = [s["action"] for s in session.applied]
+    res["mouse_drag_status"] = win.statusBar().currentMessage()
+    res["new_handle_at_drop"] = bool(np.allclose(win.tool_handle.GetCenter(), win.tool_tip))
 
     # plane widget: through the tumour the plan is refused; moved 40 mm back from the removed side it is added
     win.toggle_plane()

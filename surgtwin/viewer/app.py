@@ -39,6 +39,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.path: list[np.ndarray] = []
         self.tool_tip = None                  # where the planned tool is (after its grasp/moves so far) [mm]
         self.tool_path: list[np.ndarray] = []  # tool moves not yet added as a retraction
+        self.tool_handle = None               # the sphere widget on the tool tip (mouse drag)
+        self._drag_waiting = False
         self.plane = None                     # (normal, origin) of the resection plane widget
         self.clip_on = False
         self._draws: list[float] = []
@@ -208,6 +210,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.buffer.take()
         self.scene.show_frame(_current(self.s))
         self.refresh()
+        if self._drag_waiting:              # the tool was dragged while the solver was busy
+            self._drag_waiting = False
+            QtCore.QTimer.singleShot(0, lambda: self.commit_retraction() and self.start_job("run"))
 
     def refresh(self):
         s = self.s
@@ -327,10 +332,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage(str(exc))
             return False
         self.tool_tip, self.tool_path = np.asarray(point, float), []
-        self.scene.set_tool(self.tool_tip, [])
+        self._show_tool()
         if self.procedure.grasp_btn.isChecked():
             self.procedure.grasp_btn.setChecked(False)
-        self.statusBar().showMessage("grasped: move the tool with Shift+arrows, T adds the retraction")
+        self.statusBar().showMessage("grasped: drag the green handle with the mouse (or Shift+arrows, then T)")
         self.refresh()
         return True
 
@@ -348,9 +353,36 @@ class MainWindow(QtWidgets.QMainWindow):
         rightv = np.cross(view, upv)
         last = self.tool_path[-1] if self.tool_path else self.tool_tip
         self.tool_path.append(last + self.procedure.drag_step.value() * (right * rightv + up * upv))
-        self.scene.set_tool(self.tool_tip, self.tool_path)
-        self._redraw()
+        self._show_tool()
         return True
+
+    def drag_tool_to(self, point) -> bool:
+        """The tool's handle dropped at ``point`` (a mouse drag): one more tool move. With *tissue follows
+        the tool* on, the moves so far become a retraction step that runs at once (or as soon as the
+        solver is free)."""
+        if self.tool_tip is None:
+            return False
+        self.tool_path.append(np.asarray(point, float))
+        self._show_tool()
+        if self.procedure.follow.isChecked():
+            if self.busy:
+                self._drag_waiting = True
+                self.statusBar().showMessage("the tool move runs when the solver is free")
+            elif self.commit_retraction():
+                self.start_job("run")
+        return True
+
+    def _show_tool(self):
+        """The planned tool (tip, moves) and its handle, a sphere widget the mouse drags in the view plane."""
+        self.scene.set_tool(self.tool_tip, self.tool_path)
+        self.plotter.clear_sphere_widgets()
+        self.tool_handle = None
+        if self.tool_tip is not None:
+            at = self.tool_path[-1] if self.tool_path else self.tool_tip
+            dropped = lambda c: QtCore.QTimer.singleShot(0, lambda: self.drag_tool_to(c))  # after the widget's event  # noqa: E731
+            self.tool_handle = self.plotter.add_sphere_widget(dropped, center=at, radius=4.0, color="#2ca02c",
+                                                              selected_color="#98df8a", test_callback=False)
+        self._redraw()
 
     def commit_retraction(self) -> bool:
         """The tool moves so far as a pending retraction step."""
@@ -360,14 +392,14 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage(f"{exc}: grasp (G) and move the tool (Shift+arrows) first")
             return False
         self.tool_tip, self.tool_path = self.tool_path[-1], []
-        self.scene.set_tool(self.tool_tip, [])
+        self._show_tool()
         self.refresh()
         return True
 
     def add_release(self):
         self.s.add_step(release_step())
         self.tool_tip, self.tool_path = None, []
-        self.scene.set_tool(None, [])
+        self._show_tool()
         self.refresh()
 
     # -- resection --
