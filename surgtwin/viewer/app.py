@@ -380,7 +380,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.tool_tip is not None:
             at = self.tool_path[-1] if self.tool_path else self.tool_tip
             dropped = lambda c: QtCore.QTimer.singleShot(0, lambda: self.drag_tool_to(c))  # after the widget's event  # noqa: E731
-            self.tool_handle = self.plotter.add_sphere_widget(dropped, center=at, radius=4.0, color="#2ca02c",
+            radius = max(4.0, 0.02 * self.scene.organ_surface().length)
+            self.tool_handle = self.plotter.add_sphere_widget(dropped, center=at, radius=radius, color="#2ca02c",
                                                               selected_color="#98df8a", test_callback=False)
         self._redraw()
 
