@@ -12,10 +12,13 @@ frame, and 10 a second while idle, taken from the solver. Here:
   queues up draws behind it;
 - the repaint renders once and shows it;
 - one headlight instead of pyvista's five-light kit, and plain alpha blending for the translucent organ
-  (VTK's order-independent transparency adds full-window passes; with one translucent surface over
-  opaque ones it draws the same picture): each about a tenth of a software-rendered frame.
+  (VTK's order-independent transparency adds full-window passes; with the organ the only translucent
+  surface, screenshots with and without it looked the same): each saves about a tenth of a
+  software-rendered frame.
 
-Explicit ``plotter.render()`` calls (screenshots, pyvista internals) still render at once.
+Explicit ``plotter.render()`` calls (screenshots, pyvista internals) still render at once. Relies on
+pyvistaqt >= 0.13.1, whose interactor is a ``QOpenGLWidget`` that renders from ``paintGL`` through the
+interactor's ``Render``.
 """
 from __future__ import annotations
 
