@@ -180,6 +180,7 @@ def test_scene_overlay_screenshot_offscreen(run_dir):
         kpa, style = scene.overlay_values()
         assert style.on == "cell" and style.title == "von Mises stress [kPa]" and len(kpa) == scene.organ_surface().n_cells
         assert kpa.max() > 0.01 and style.clim[1] == pytest.approx(np.percentile(kpa, 99))
+        assert s.stress_pa is not None and s.frame("again").stress_pa is not None   # computed once, then carried
         assert np.any(np.abs(stress - off) > 30, axis=2).mean() > 0.02
         assert np.any(np.abs(stress - on) > 30, axis=2).mean() > 0.01
         assert colour_bar_shows(stress, PLASMA_ENDS, 0.85) and not colour_bar_shows(off, PLASMA_ENDS, 0.85)
