@@ -358,8 +358,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def drag_tool_to(self, point) -> bool:
         """The tool's handle dropped at ``point`` (a mouse drag): one more tool move. With *tissue follows
-        the tool* on, the moves so far become a retraction step that runs at once (or as soon as the
-        solver is free)."""
+        the tool* on, the moves so far become a retraction step and the pending steps run at once (or as
+        soon as the solver is free)."""
         if self.tool_tip is None:
             return False
         self.tool_path.append(np.asarray(point, float))
@@ -379,11 +379,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tool_handle = None
         if self.tool_tip is not None:
             at = self.tool_path[-1] if self.tool_path else self.tool_tip
-            dropped = lambda c: QtCore.QTimer.singleShot(0, lambda: self.drag_tool_to(c))  # after the widget's event  # noqa: E731
             radius = max(4.0, 0.02 * self.scene.organ_surface().length)
-            self.tool_handle = self.plotter.add_sphere_widget(dropped, center=at, radius=radius, color="#2ca02c",
-                                                              selected_color="#98df8a", test_callback=False)
+            self.tool_handle = self.plotter.add_sphere_widget(self._handle_dropped, center=at, radius=radius,
+                                                              color="#2ca02c", selected_color="#98df8a",
+                                                              test_callback=False)
         self._redraw()
+
+    def _handle_dropped(self, centre):
+        # handled after the widget's own event has finished (it replaces the widget)
+        QtCore.QTimer.singleShot(0, lambda: self.drag_tool_to(centre))
 
     def commit_retraction(self) -> bool:
         """The tool moves so far as a pending retraction step."""
