@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
              "argument, the phantom; --screenshot renders a run off-screen to a PNG instead",
              inputs=[("run", "run or case folder (default: the built-in phantom)", {"nargs": "?"})], out=False)
     sp.add_argument("--overlay", choices=["shift_mm", "risk", "max_principal_strain", "von_mises_kpa", "anatomy",
-                                          "displacement", "strain", "distance", "margin", "none"], default="shift_mm")
+                                          "displacement", "strain", "distance", "margin", "stress", "none"], default="shift_mm")
     sp.add_argument("--screenshot", type=Path, help="render off-screen to this PNG instead of opening a window")
     sp = add("verify", "verification suite: simulator results against closed forms (table + verify.json)")
     sp.add_argument("--device", default="cpu")

@@ -30,6 +30,13 @@ from surgtwin.viewer.steps import describe, incision_step, load_plan, resect_ste
 from surgtwin.viewer.worker import FrameBuffer, run_job
 
 VIRIDIS_ENDS = (np.array([68, 1, 84]), np.array([253, 231, 37]))
+PLASMA_ENDS = (np.array([13, 8, 135]), np.array([240, 249, 33]))
+
+
+def colour_bar_shows(image, ends, from_row=0.8) -> bool:
+    """Both end colours of the colour map appear in the bottom band of ``image`` (the colour bar)."""
+    bar = image[int(from_row * image.shape[0]):]
+    return all((np.abs(bar - end).sum(axis=2) < 40).sum() > 20 for end in ends)
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +174,16 @@ def test_scene_overlay_screenshot_offscreen(run_dir):
         assert values.max() > 0.1 and style.title.startswith("displacement")
         changed = np.any(np.abs(on - off) > 30, axis=2).mean()
         assert changed > 0.02, changed                   # the organ is coloured now
-        bar = on[int(0.85 * on.shape[0]):]               # the colour bar at the bottom
-        for end in VIRIDIS_ENDS:
-            assert (np.abs(bar - end).sum(axis=2) < 40).sum() > 20
+        assert colour_bar_shows(on, VIRIDIS_ENDS, 0.85)   # the colour bar at the bottom
+        scene.set_overlay("stress")                      # von Mises of the run's pre-op state, kPa
+        stress = pl.screenshot(None).astype(int)
+        kpa, style = scene.overlay_values()
+        assert style.on == "cell" and style.title == "von Mises stress [kPa]" and len(kpa) == scene.organ_surface().n_cells
+        assert kpa.max() > 0.01 and style.clim[1] == pytest.approx(np.percentile(kpa, 99))
+        assert s.stress_pa is not None and s.frame("again").stress_pa is not None   # computed once, then carried
+        assert np.any(np.abs(stress - off) > 30, axis=2).mean() > 0.02
+        assert np.any(np.abs(stress - on) > 30, axis=2).mean() > 0.01
+        assert colour_bar_shows(stress, PLASMA_ENDS, 0.85) and not colour_bar_shows(off, PLASMA_ENDS, 0.85)
         scene.set_overlay("strain")
         assert scene.overlay_values()[1].on == "cell"
         scene.set_overlay("margin")
@@ -202,6 +216,10 @@ def test_recording_and_movie_roundtrip(run_dir, tmp_path):
     assert len(back[2].positions_mm) == len(back[2].topology.mesh.points) > len(back[1].positions_mm)
     assert np.allclose(back[2].topology.mesh.points[:len(s.rest_mm)], s.rest_mm, atol=1e-9)
     assert not back[2].alive.all() and back[1].alive.all()
+    # von Mises stress: the post-op frame's from the run's risk.vtu (remnant only), kept by the NPZ
+    post = s.recording[2].stress_pa
+    assert post is not None and post.max() > 0 and np.all(post[~s.recording[2].alive] == 0)
+    assert np.allclose(back[2].stress_pa, post, rtol=1e-5) and back[1].stress_pa is None   # pre-op: computed on demand
     frames = [np.full((33, 41, 3), v, np.uint8) for v in (0, 128, 255)]
     gif = write_movie(tmp_path / "m.gif", frames, fps=5)
     import imageio.v2 as imageio
@@ -241,9 +259,13 @@ def test_qt_viewer_incision_run_undo_screenshots_movie(run_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((tmp_path / "result.json").read_text())
     assert r["tabs"] == ["Procedure", "Structures", "Risk", "Materials", "CT slice", "Help"]
+    # nothing is drawn while nothing changes; a mouse drag turns the camera with one render per frame shown
+    assert r["idle_renders"] == 0 and r["drag_camera_moved_mm"] > 1.0
+    assert 1 <= r["drag_frames_shown"] <= 5 and r["drag_renders"] == r["drag_frames_shown"]   # 5 mouse events
     assert {"liver", "liver_tumor", "portal_vein_and_splenic_vein"} <= set(r["structures"])
     assert "bones" in r["structures"]                      # vertebrae and ribs of the label map, one surface
     assert r["overlay_after_key_2"] == "strain" and r["overlay_after_key_1"] == "displacement"
+    assert r["overlay_after_key_5"] == "stress"
     assert r["slice_rgb_colours"] > 20
     # incision picked on the rendered organ, saved with the procedure-file key names
     assert r["picked"] >= 2 and r["committed"] and r["incision_keys"] == ["action", "depth_mm", "path_mm"]
@@ -261,6 +283,11 @@ def test_qt_viewer_incision_run_undo_screenshots_movie(run_dir, tmp_path):
     assert r["retraction_added"] and r["tool_pending"] == ["grasp", "retract"]
     assert r["applied_after_tool"] == ["incision", "grasp", "retract"], r["tool_status"]
     assert r["tool_force_n"] > 1e-3 and r["tool_force_text"].startswith("grasper") and r["tool_force_text"].endswith("N")
+    # the tool's handle dragged with the mouse: the retraction ran at once and the held tissue followed the tool
+    assert r["handle_at_tool_tip"] and r["mouse_drag_started_job"] and r["new_handle_at_drop"]
+    assert r["handle_drag_mm"] > 3.0 and r["handle_drag_up"] > 0.9, r
+    assert r["applied_after_mouse_drag"] == ["incision", "grasp", "retract", "retract"], r["mouse_drag_status"]
+    assert r["held_follow_mm"] > 0.3 * r["handle_drag_mm"], (r["held_follow_mm"], r["handle_drag_mm"])
     assert r["plane_through_tumour_refused"] and "cuts the tumour" in r["plane_refusal_message"]
     assert r["plane_added"] and r["plane_step"]["mode"] == "plane" and r["plane_step"]["margin_mm"] > 0
     assert r["plane_removed"] and r["pending_after_remove"] == []
@@ -274,16 +301,20 @@ def test_qt_viewer_incision_run_undo_screenshots_movie(run_dir, tmp_path):
 
     none, disp = (imageio.imread(tmp_path / f"{n}.png")[..., :3].astype(int) for n in ("none", "displacement"))
     assert np.any(np.abs(disp - none) > 30, axis=2).mean() > 0.02
-    bar = disp[int(0.8 * disp.shape[0]):]
-    for end in VIRIDIS_ENDS:
-        assert (np.abs(bar - end).sum(axis=2) < 40).sum() > 20
+    assert colour_bar_shows(disp, VIRIDIS_ENDS)
     strain = imageio.imread(tmp_path / "strain.png")[..., :3].astype(int)
     assert np.any(np.abs(strain - disp) > 30, axis=2).mean() > 0.01
+    # von Mises stress from the live solve: its own colours and colour bar
+    stress = imageio.imread(tmp_path / "stress.png")[..., :3].astype(int)
+    assert r["stress_title"] == "von Mises stress [kPa]" and r["stress_kpa_max"] > 0.01
+    assert r["stress_kpa_max"] <= r["stress_frame_pa_max"] / 1e3 + 1e-9   # the surface elements are among all
+    assert np.any(np.abs(stress - none) > 30, axis=2).mean() > 0.02 and np.any(np.abs(stress - disp) > 30, axis=2).mean() > 0.01
+    assert colour_bar_shows(stress, PLASMA_ENDS) and not colour_bar_shows(none, PLASMA_ENDS)
     plan_file = tmp_path / "plans" / "procedure" / "viewer_plan.yaml"
     name, steps = load_plan(plan_file)
-    assert [st["action"] for st in steps] == ["incision", "grasp", "retract", "resect"]
-    assert len(steps[0]["path_mm"]) == r["picked"] and len(steps[2]["path_mm"]) == 3
-    assert [st.action for st in Procedure.load(plan_file).steps] == ["incision", "grasp", "retract", "resect"]
+    assert [st["action"] for st in steps] == ["incision", "grasp", "retract", "retract", "resect"]
+    assert len(steps[0]["path_mm"]) == r["picked"] and len(steps[2]["path_mm"]) == 3 and len(steps[3]["path_mm"]) == 1
+    assert [st.action for st in Procedure.load(plan_file).steps] == ["incision", "grasp", "retract", "retract", "resect"]
     movie = Path(r["movie"])
     assert movie.is_file() and movie.stat().st_size > 1000
 

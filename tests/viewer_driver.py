@@ -34,6 +34,33 @@ def pick_surface_point(win, x, y):
     return None
 
 
+def drag(widget, points, app):
+    """A left-button mouse drag over ``widget`` through ``points`` (widget pixels), the event loop turning
+    after every move (as between the moves of a hand)."""
+    from PySide6 import QtGui
+
+    button = QtCore.Qt.LeftButton
+
+    def send(kind, pos, buttons):
+        QtWidgets.QApplication.sendEvent(widget, QtGui.QMouseEvent(kind, pos, widget.mapToGlobal(pos), button, buttons,
+                                                                   QtCore.Qt.NoModifier))
+        pump(app, 0.05)
+    points = [QtCore.QPointF(float(x), float(y)) for x, y in points]
+    send(QtCore.QEvent.MouseButtonPress, points[0], button)
+    for p in points[1:]:
+        send(QtCore.QEvent.MouseMove, p, button)
+    send(QtCore.QEvent.MouseButtonRelease, points[-1], QtCore.Qt.NoButton)
+
+
+def widget_xy(win, point):
+    """Widget pixel position of a world point [mm] (Qt: y down)."""
+    ren = win.plotter.renderer
+    ren.SetWorldPoint(*point, 1.0)
+    ren.WorldToDisplay()
+    x, y, _ = ren.GetDisplayPoint()
+    return x, win.plotter.ren_win.GetSize()[1] - 1 - y
+
+
 def live_volume(session) -> float:
     return float(session.mesh.tet_volumes_mm3()[session.alive].sum())
 
@@ -52,6 +79,21 @@ def main(run: str, out: str):
     win.show()
     pump(app, 0.5)
     res["tabs"] = [win.tabs.tabText(i) for i in range(win.tabs.count())]
+
+    # the display: nothing drawn while nothing changes; a mouse drag turns the camera, one render per frame shown
+    renders, shown = [], []
+    win.plotter.ren_win.AddObserver("EndEvent", lambda *_: renders.append(1))
+    win.plotter.frameSwapped.connect(lambda: shown.append(1))
+    pump(app, 0.5)
+    res["idle_renders"] = len(renders)
+    position = np.array(win.plotter.camera.position)
+    cx, cy = win.plotter.width() / 2, win.plotter.height() / 2
+    drag(win.plotter, [(cx, cy), (cx + 20, cy), (cx + 40, cy + 5), (cx + 60, cy + 10)], app)
+    res["drag_renders"], res["drag_frames_shown"] = len(renders), len(shown)
+    res["drag_camera_moved_mm"] = float(np.linalg.norm(np.array(win.plotter.camera.position) - position))
+    win.plotter.camera.position = tuple(position)
+    win.scene.reset_camera()
+    pump(app, 0.1)
     res["structures"] = list(win.structures.names)
     from PySide6.QtTest import QTest
 
@@ -64,6 +106,11 @@ def main(run: str, out: str):
     QTest.keyClick(win.plotter.interactor, QtCore.Qt.Key_1)
     pump(app, 0.1)
     res["overlay_after_key_1"] = win.overlay_box.currentText()
+    QTest.keyClick(win.plotter.interactor, QtCore.Qt.Key_5)
+    pump(app, 0.1)
+    res["overlay_after_key_5"] = win.overlay_box.currentText()
+    QTest.keyClick(win.plotter.interactor, QtCore.Qt.Key_1)
+    pump(app, 0.1)
     res["slice_rgb_colours"] = int(len(np.unique(win.slice.rgb(win.slice.slider.value()).reshape(-1, 3), axis=0)))
 
     # incision path: picks across the middle of the rendered organ
@@ -117,6 +164,11 @@ def main(run: str, out: str):
     win.screenshot(out / "displacement.png")
     win.set_overlay("strain")
     win.screenshot(out / "strain.png")
+    win.set_overlay("stress")                  # von Mises of the solver's last iteration
+    win.screenshot(out / "stress.png")
+    kpa, style = win.scene.overlay_values()
+    res["stress_kpa_max"], res["stress_title"] = float(np.nanmax(kpa)), style.title
+    res["stress_frame_pa_max"] = float(session.stress_pa.max())
     win.set_overlay("displacement")
 
     # grasp and drag: a grasp point picked on the organ, three Shift+Up moves, the retraction added and run
@@ -141,6 +193,26 @@ def main(run: str, out: str):
     forces = session.tool_forces()
     res["tool_force_n"] = float(np.linalg.norm(forces["grasper"])) if "grasper" in forces else 0.0
     res["applied_after_tool"] = [s["action"] for s in session.applied]
+
+    # the tool's handle dragged 40 px up the screen with the mouse: dropped, the retraction runs at once
+    held = session.surgery.tools["grasper"].nodes.copy()
+    x_held = session.positions_mm[held].mean(axis=0)
+    c0 = np.array(win.tool_handle.GetCenter())
+    res["handle_at_tool_tip"] = bool(np.allclose(c0, win.tool_tip))
+    x, y = widget_xy(win, c0)
+    drag(win.plotter, [(x, y), (x, y - 10), (x, y - 20), (x, y - 30), (x, y - 40)], app)
+    res["mouse_drag_started_job"] = win.busy
+    while win.busy:
+        app.processEvents()
+        time.sleep(0.002)
+    pump(app, 0.2)
+    moved = np.asarray(win.tool_tip) - c0
+    res["handle_drag_mm"] = float(np.linalg.norm(moved))
+    res["handle_drag_up"] = float(moved @ np.asarray(win.plotter.camera.up) / max(np.linalg.norm(moved), 1e-9))
+    res["held_follow_mm"] = float((session.positions_mm[held].mean(axis=0) - x_held) @ moved / max(np.linalg.norm(moved), 1e-9))
+    res["applied_after_mouse_drag"] = [s["action"] for s in session.applied]
+    res["mouse_drag_status"] = win.statusBar().currentMessage()
+    res["new_handle_at_drop"] = bool(np.allclose(win.tool_handle.GetCenter(), win.tool_tip))
 
     # plane widget: through the tumour the plan is refused; moved 40 mm back from the removed side it is added
     win.toggle_plane()

@@ -43,7 +43,7 @@ def view(target=None, *, overlay: str = "shift_mm", screenshot=None, cfg=None, f
     the plain window opens on a run folder after ``fallback_message`` says why.
     """
     static_overlay = {"displacement": "shift_mm", "strain": "max_principal_strain", "distance": "risk",
-                      "margin": "risk", "none": "risk"}.get(overlay, overlay)
+                      "margin": "risk", "stress": "von_mises_kpa", "none": "risk"}.get(overlay, overlay)
     if screenshot is not None:
         return view_static(target, overlay=static_overlay, screenshot=screenshot)
     reason = qt_available()

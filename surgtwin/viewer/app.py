@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
-from pyvistaqt import QtInteractor
 
 from ..errors import ConfigError, SurgtwinError
 from ..fileio import atomic_path
 from . import panels as pn
+from .display import View
 from .overlays import OVERLAY_KEYS, OVERLAYS, over_threshold
 from .scene import Scene
 from .session import RehearsalSession
@@ -28,8 +28,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.s = session
         self.setWindowTitle(f"surgtwin – {session.name}")
         self.resize(1500, 950)
-        self.plotter = QtInteractor(self, multi_samples=0, point_smoothing=False, line_smoothing=False,
-                                    polygon_smoothing=False)
+        self.plotter = View(self)
         self.setCentralWidget(self._central())
         add_bones(session)
         self.statusBar().showMessage("ready (F1: keyboard shortcuts)")
@@ -40,10 +39,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.path: list[np.ndarray] = []
         self.tool_tip = None                  # where the planned tool is (after its grasp/moves so far) [mm]
         self.tool_path: list[np.ndarray] = []  # tool moves not yet added as a retraction
+        self.tool_handle = None               # the sphere widget on the tool tip (mouse drag)
+        self._drag_waiting = False
         self.plane = None                     # (normal, origin) of the resection plane widget
         self.clip_on = False
         self._draws: list[float] = []
-        self.plotter.ren_win.AddObserver("EndEvent", lambda *_: self._draws.append(time.perf_counter()))
+        self.plotter.frameSwapped.connect(lambda: self._draws.append(time.perf_counter()))
         self._build_panels()
         self._shortcuts()
         self.timer = QtCore.QTimer(self)       # the display loop: never waits on the solver
@@ -150,7 +151,7 @@ class MainWindow(QtWidgets.QMainWindow):
         frame = self.buffer.take()
         if frame is not None:
             self.scene.show_frame(frame)
-            self.plotter.render()
+            self.plotter.request_draw()
         now = time.perf_counter()
         self._draws = [t for t in self._draws if now - t <= 1.0]
 
@@ -159,7 +160,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return sum(1 for t in self._draws if now - t <= 1.0)
 
     def _redraw(self, _=None):
-        self.plotter.render()
+        self.plotter.request_draw()
 
     # -- jobs --
     @property
@@ -209,6 +210,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.buffer.take()
         self.scene.show_frame(_current(self.s))
         self.refresh()
+        if self._drag_waiting:              # the tool was dragged while the solver was busy
+            self._drag_waiting = False
+            QtCore.QTimer.singleShot(0, lambda: self.commit_retraction() and self.start_job("run"))
 
     def refresh(self):
         s = self.s
@@ -328,10 +332,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage(str(exc))
             return False
         self.tool_tip, self.tool_path = np.asarray(point, float), []
-        self.scene.set_tool(self.tool_tip, [])
+        self._show_tool()
         if self.procedure.grasp_btn.isChecked():
             self.procedure.grasp_btn.setChecked(False)
-        self.statusBar().showMessage("grasped: move the tool with Shift+arrows, T adds the retraction")
+        self.statusBar().showMessage("grasped: drag the green handle with the mouse (or Shift+arrows, then T)")
         self.refresh()
         return True
 
@@ -349,9 +353,41 @@ class MainWindow(QtWidgets.QMainWindow):
         rightv = np.cross(view, upv)
         last = self.tool_path[-1] if self.tool_path else self.tool_tip
         self.tool_path.append(last + self.procedure.drag_step.value() * (right * rightv + up * upv))
-        self.scene.set_tool(self.tool_tip, self.tool_path)
-        self._redraw()
+        self._show_tool()
         return True
+
+    def drag_tool_to(self, point) -> bool:
+        """The tool's handle dropped at ``point`` (a mouse drag): one more tool move. With *tissue follows
+        the tool* on, the moves so far become a retraction step and the pending steps run at once (or as
+        soon as the solver is free)."""
+        if self.tool_tip is None:
+            return False
+        self.tool_path.append(np.asarray(point, float))
+        self._show_tool()
+        if self.procedure.follow.isChecked():
+            if self.busy:
+                self._drag_waiting = True
+                self.statusBar().showMessage("the tool move runs when the solver is free")
+            elif self.commit_retraction():
+                self.start_job("run")
+        return True
+
+    def _show_tool(self):
+        """The planned tool (tip, moves) and its handle, a sphere widget the mouse drags in the view plane."""
+        self.scene.set_tool(self.tool_tip, self.tool_path)
+        self.plotter.clear_sphere_widgets()
+        self.tool_handle = None
+        if self.tool_tip is not None:
+            at = self.tool_path[-1] if self.tool_path else self.tool_tip
+            radius = max(4.0, 0.02 * self.scene.organ_surface().length)
+            self.tool_handle = self.plotter.add_sphere_widget(self._handle_dropped, center=at, radius=radius,
+                                                              color="#2ca02c", selected_color="#98df8a",
+                                                              test_callback=False)
+        self._redraw()
+
+    def _handle_dropped(self, centre):
+        # handled after the widget's own event has finished (it replaces the widget)
+        QtCore.QTimer.singleShot(0, lambda: self.drag_tool_to(centre))
 
     def commit_retraction(self) -> bool:
         """The tool moves so far as a pending retraction step."""
@@ -361,14 +397,14 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage(f"{exc}: grasp (G) and move the tool (Shift+arrows) first")
             return False
         self.tool_tip, self.tool_path = self.tool_path[-1], []
-        self.scene.set_tool(self.tool_tip, [])
+        self._show_tool()
         self.refresh()
         return True
 
     def add_release(self):
         self.s.add_step(release_step())
         self.tool_tip, self.tool_path = None, []
-        self.scene.set_tool(None, [])
+        self._show_tool()
         self.refresh()
 
     # -- resection --
@@ -526,7 +562,8 @@ def plane_margin(session, normal, origin) -> float:
 
 def run_app(target=None, *, cfg=None, overlay: str = "displacement") -> None:
     """Open the viewer on ``target`` and run the Qt event loop until the window closes."""
-    overlay = {"shift_mm": "displacement", "max_principal_strain": "strain", "risk": "margin"}.get(overlay, overlay)
+    overlay = {"shift_mm": "displacement", "max_principal_strain": "strain", "risk": "margin",
+               "von_mises_kpa": "stress"}.get(overlay, overlay)
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     session = RehearsalSession.open(target, cfg)
     win = MainWindow(session, overlay)

@@ -24,13 +24,16 @@ class OverlayStyle:
     below_color: str | None = None
 
 
-OVERLAYS = ("displacement", "strain", "distance", "margin", "none")
-OVERLAY_KEYS = {"displacement": "1", "strain": "2", "distance": "3", "margin": "4", "none": "0"}
+OVERLAYS = ("displacement", "strain", "distance", "margin", "stress", "none")
+OVERLAY_KEYS = {"displacement": "1", "strain": "2", "distance": "3", "margin": "4", "stress": "5", "none": "0"}
+AUTO_RANGE = ("displacement", "stress")   # their colour range follows the frame on show
 
 
 def style(name: str, *, strain_threshold: float = 0.2, margin_mm: float = 10.0, max_value: float = 1.0) -> OverlayStyle:
     if name == "displacement":
         return OverlayStyle("displacement [mm]", "viridis", (0.0, max(max_value, 1e-3)), "point")
+    if name == "stress":
+        return OverlayStyle("von Mises stress [kPa]", "plasma", (0.0, max(max_value, 1e-3)), "cell")
     if name == "strain":
         return OverlayStyle(f"max principal strain (magenta > {strain_threshold:.2f})", "YlOrBr",
                             (0.0, strain_threshold), "cell", above_color="magenta")
@@ -54,6 +57,13 @@ def distance_to_nodes_mm(positions_mm: np.ndarray, targets: np.ndarray) -> np.nd
         return np.full(len(positions_mm), np.inf)
     d, _ = cKDTree(positions_mm[targets]).query(positions_mm)
     return d
+
+
+def stress_range_kpa(stress_kpa: np.ndarray) -> float:
+    """Top of the stress colour range [kPa]: the 99th percentile, so a few peak elements (at the fixed
+    boundary, at a tool) do not wash out the rest; those show in the top colour."""
+    known = stress_kpa[np.isfinite(stress_kpa)]
+    return float(np.percentile(known, 99)) if len(known) else 0.0
 
 
 def over_threshold(strain: np.ndarray, alive: np.ndarray, threshold: float) -> int:

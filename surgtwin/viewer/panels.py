@@ -11,10 +11,11 @@ SHORTCUTS = [
     ("Space", "run all pending steps"), ("N", "step: apply the next pending step"), ("Ctrl+Z", "undo the last step"),
     ("Esc", "stop the solver / clear the incision path"), ("I", "incision mode: click points on the organ"),
     ("Return", "add the drawn incision as a step"), ("G", "grasp mode: click the organ where the tool grasps"),
+    ("mouse drag", "drag the grasped tool's green handle; the tissue follows when it is dropped"),
     ("Shift+arrows", "move the grasped tool in the view plane (one drag step per press)"),
     ("T", "add the tool moves as a retraction step"), ("P", "resection plane widget on/off"),
     ("M", "margin sphere on/off"), ("C", "clipping plane on/off"),
-    ("0-4", "overlay: none, displacement, strain, distance, margin"), ("R", "reset the camera"),
+    ("0-5", "overlay: none, displacement, strain, distance, margin, von Mises stress"), ("R", "reset the camera"),
     ("Ctrl+P", "screenshot (PNG)"), ("Ctrl+E", "export a movie of the recording (mp4, else gif)"),
     ("Ctrl+S", "save the plan as a procedure YAML"), ("Left / Right", "timeline: previous / next frame"),
     ("F1", "this help"),
@@ -104,11 +105,15 @@ class ProcedurePanel(QtWidgets.QWidget):
         self.drag_step.setRange(0.5, 20.0)
         self.drag_step.setValue(3.0)
         self.drag_step.setSuffix(" mm")
+        self.follow = QtWidgets.QCheckBox("tissue follows the dragged tool")
+        self.follow.setChecked(True)
+        self.follow.setToolTip("dropping the tool's green handle adds the moves as a retraction step and runs it")
         self.retract_btn = QtWidgets.QPushButton("Add retraction step (T)")
         self.release_btn = QtWidgets.QPushButton("Add release step")
         form.addRow(self.grasp_btn)
         form.addRow("grasp radius", self.grasp_radius)
         form.addRow("drag step (Shift+arrows)", self.drag_step)
+        form.addRow(self.follow)
         form.addRow(self.retract_btn)
         form.addRow(self.release_btn)
         self.save_btn = QtWidgets.QPushButton("Save plan… (Ctrl+S)")
@@ -257,7 +262,8 @@ def help_widget() -> QtWidgets.QWidget:
         f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in SHORTCUTS) + f"</table><p>{SHORTCUT_NOTE}</p>"
     text += ("<p>Incision: press I, click points on the organ surface, set the depth, press Return; then Step. "
              "Resection: choose sphere (margin around the tumour) or plane (drag the plane widget, P), Add, Step. "
-             "Retraction: press G, click where the tool grasps, move it with Shift+arrows, press T; then Step "
+             "Retraction: press G, click where the tool grasps, then drag its green handle with the mouse (the "
+             "tissue follows when it is dropped), or move it with Shift+arrows and press T, then Step "
              "(the force on the tool shows under the solver status).</p>")
     w = QtWidgets.QLabel(text)
     w.setWordWrap(True)

@@ -32,6 +32,7 @@ class Frame:
     label: str = ""
     residual: float = float("nan")
     topology: Topology | None = None   # the mesh these arrays index (None: the session's current one)
+    stress_pa: np.ndarray | None = None   # (m,) von Mises Cauchy stress [Pa] (None: not known)
 
 
 class Recording:
@@ -55,7 +56,8 @@ class Recording:
 
     def save(self, path: str | Path) -> Path:
         """One NPZ: per topology k ``rest_k``, ``tets_k``, ``labels_k``, ``start_k``; per frame i
-        ``positions_i`` float32, ``alive_i``, ``strain_i`` float32; ``topology`` (f,), ``labels``,
+        ``positions_i`` float32, ``alive_i``, ``strain_i`` float32, ``stress_i`` float32 [Pa] (where known);
+        ``topology`` (f,), ``labels``,
         ``residuals`` and the label table (JSON)."""
         import json
 
@@ -78,6 +80,8 @@ class Recording:
             arrays[f"positions_{i}"] = f.positions_mm.astype(np.float32)
             arrays[f"alive_{i}"] = f.alive
             arrays[f"strain_{i}"] = f.strain.astype(np.float32)
+            if f.stress_pa is not None:
+                arrays[f"stress_{i}"] = f.stress_pa.astype(np.float32)
         arrays["topology"] = np.array([next(k for k, t in enumerate(topos) if t is f.topology) for f in self.frames])
         arrays["labels"] = np.array([f.label for f in self.frames])
         arrays["residuals"] = np.array([f.residual for f in self.frames])
@@ -105,7 +109,8 @@ class Recording:
             rec = cls(max_frames=max(500, len(topo_of)))
             for i, (k, lab, r) in enumerate(zip(topo_of, d["labels"], d["residuals"])):
                 rec.append(Frame(d[f"positions_{i}"].astype(np.float64), d[f"alive_{i}"].astype(bool),
-                                 d[f"strain_{i}"].astype(np.float64), str(lab), float(r), topos[int(k)]))
+                                 d[f"strain_{i}"].astype(np.float64), str(lab), float(r), topos[int(k)],
+                                 d[f"stress_{i}"].astype(np.float64) if f"stress_{i}" in d.files else None))
         except (KeyError, ValueError, OSError) as exc:
             raise InputError(f"{path.name}: not a surgtwin recording ({exc})") from None
         return rec

@@ -205,6 +205,10 @@ class Scene:
             return v, ov.style(name, max_value=max(float(v.max()), 0.5))
         if name == "strain":
             return self.frame.strain[cid], ov.style(name, strain_threshold=thr)
+        if name == "stress":
+            pa = self.s.stress_of(self.frame)
+            v = np.full(len(cid), np.nan) if pa is None else pa[cid] / 1e3   # not known: grey
+            return v, ov.style(name, max_value=ov.stress_range_kpa(v))
         if name in ("distance", "margin"):
             groups = ov.VESSELS + ov.TUMOUR if name == "distance" else ov.TUMOUR
             if groups not in self._targets:
@@ -278,7 +282,7 @@ class Scene:
         surf = self.meshes[organ]
         (surf.point_data if st.on == "point" else surf.cell_data)["overlay"] = vals
         self._closest_marker(vals)
-        if self.overlay == "displacement":  # the colour range follows the largest displacement
+        if self.overlay in ov.AUTO_RANGE:  # the colour range follows the frame (largest displacement, stress)
             actor = self.actors.get(organ)
             if actor is not None:
                 actor.mapper.scalar_range = st.clim

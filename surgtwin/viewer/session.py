@@ -27,7 +27,7 @@ from ..config import RunConfig
 from ..errors import SolverError
 from ..mesh import TetMesh
 from ..procedure import Procedure, parse_step
-from ..sim import element_strain
+from ..sim.diagnostics import element_stress
 from ..surgery import Surgery
 from .recording import Frame, Recording, Topology
 from .steps import describe
@@ -92,6 +92,7 @@ class _Snapshot:
     topology: Topology
     positions_mm: np.ndarray
     strain: np.ndarray
+    stress_pa: np.ndarray | None
     applied: list
     pending: list
 
@@ -114,6 +115,7 @@ class RehearsalSession:
         self._op: LiveSurgery | None = None
         self.topology = Topology(self.mesh, self.positions_mm.copy())
         self.strain = np.zeros(len(self.mesh.tets))
+        self.stress_pa = np.zeros(len(self.mesh.tets))     # von Mises [Pa] per element (None: not known)
         self.applied: list[dict] = []
         self.pending: list[dict] = []
         self.resection = None
@@ -131,12 +133,15 @@ class RehearsalSession:
 
         return load_target(cls, target, cfg)
 
-    def set_start(self, positions_mm: np.ndarray, strain: np.ndarray | None = None, label: str = "start"):
-        """The state the rehearsal starts from (a run's pre-op equilibrium); only before any step."""
+    def set_start(self, positions_mm: np.ndarray, strain: np.ndarray | None = None, label: str = "start",
+                  stress_pa: np.ndarray | None = None):
+        """The state the rehearsal starts from (a run's pre-op equilibrium, with its element strain and
+        von Mises stress [Pa] where known); only before any step."""
         self.positions_mm = np.asarray(positions_mm, float).copy()
         self.topology.start_mm = self.positions_mm.copy()
         if strain is not None:
             self.strain = np.asarray(strain, float).copy()
+        self.stress_pa = None if stress_pa is None else np.asarray(stress_pa, float).copy()
         self.recording.append(self.frame(label))
 
     # -- the current state --
@@ -161,7 +166,21 @@ class RehearsalSession:
         return self._op
 
     def frame(self, label: str, residual: float = float("nan")) -> Frame:
-        return Frame(self.positions_mm.copy(), self.alive.copy(), self.strain.copy(), label, residual, self.topology)
+        return Frame(self.positions_mm.copy(), self.alive.copy(), self.strain.copy(), label, residual, self.topology,
+                     _copy(self.stress_pa))
+
+    def stress_of(self, frame: Frame) -> np.ndarray | None:
+        """Von Mises stress [Pa] per element of ``frame``: recorded with it, or computed now (and kept
+        with the frame) for a state on the mesh as opened (a run's pre-op state); None otherwise."""
+        if frame.stress_pa is None and frame.topology is not None and frame.topology.mesh is self._mesh0:
+            from ..risk import element_diagnostics
+
+            frame.stress_pa, _ = element_diagnostics(self.model_spec().with_alive(frame.alive), frame.positions_mm,
+                                                     self.cfg.solver.device)
+            if self.stress_pa is None and frame.topology is self.topology and np.array_equal(frame.positions_mm,
+                                                                                             self.positions_mm):
+                self.stress_pa = frame.stress_pa.copy()      # the current state's: later frames carry it
+        return frame.stress_pa
 
     # -- the plan --
     def add_step(self, step: dict):
@@ -215,7 +234,7 @@ class RehearsalSession:
             if len(op.x) != len(self.topology.mesh.points):
                 self._adopt_topology()
             self.positions_mm = state.positions() / MM
-            self.strain, _ = element_strain(op.model, state)
+            self.stress_pa, self.strain = element_stress(op.model, state)
             frame = self.frame(label, rep.relative_residual)
             self.recording.append(frame)
             x = state.positions()
@@ -283,7 +302,7 @@ class RehearsalSession:
                  (list(getattr(op, k)) if k == "changes" else getattr(op, k)) for k in _SURGERY_STATE}
         state["clipped"] = op.clipped.copy()
         return _Snapshot(state, self.resection, self.topology, self.positions_mm.copy(), self.strain.copy(),
-                         list(self.applied), list(self.pending))
+                         _copy(self.stress_pa), list(self.applied), list(self.pending))
 
     def _restore(self, s: _Snapshot):
         op = self.surgery
@@ -292,7 +311,8 @@ class RehearsalSession:
         op.resection = s.resection
         op._build()
         self.resection, self.topology, self.mesh = s.resection, s.topology, s.topology.mesh
-        self.positions_mm, self.strain, self.applied, self.pending = s.positions_mm, s.strain, s.applied, s.pending
+        self.positions_mm, self.strain, self.stress_pa = s.positions_mm, s.strain, s.stress_pa
+        self.applied, self.pending = s.applied, s.pending
 
     def undo(self) -> bool:
         """Return to the state before the last applied step (the step goes back to the pending list)."""
@@ -332,3 +352,7 @@ class RehearsalSession:
         ids = [mesh.table.id_of(n) for n in names if n in mesh.table]
         sel = np.isin(mesh.labels, ids) & (alive if alive_only else True)
         return np.unique(mesh.tets[sel])
+
+
+def _copy(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else a.copy()

@@ -118,7 +118,7 @@ def _load_run_state(session, folder: Path):
         rest = x - np.asarray(g.point_data["displacement_mm"], float) if "displacement_mm" in g.point_data else None
         if g.n_points >= n and rest is not None and np.allclose(rest[:n], session.rest_mm, atol=1e-6):
             strain = np.asarray(g.cell_data["max_principal_strain"], float) if g.n_cells == m else None
-            session.set_start(x[:n], strain, "pre-op (run)")
+            session.set_start(x[:n], strain, "pre-op (run)")      # its stress: computed when first shown
             session.equilibrated = True
             post = folder / "sim" / "postop.vtu"
             if post.is_file():
@@ -127,8 +127,8 @@ def _load_run_state(session, folder: Path):
                     mesh = TetMesh.from_arrays(rest, p.cells_dict[pv.CellType.TETRA], p.cell_data["label"],
                                                session.mesh.table)
                     session.recording.append(Frame(np.asarray(p.points, float), np.asarray(p.cell_data["alive"], bool),
-                                                   np.asarray(p.cell_data["max_principal_strain"], float),
-                                                   "post-op (run)", topology=Topology(mesh, x)))
+                                                   np.asarray(p.cell_data["max_principal_strain"], float), "post-op (run)",
+                                                   topology=Topology(mesh, x), stress_pa=_risk_stress(folder, p.n_cells)))
     proc = folder / "sim" / "procedure.json"
     if proc.is_file():
         _, steps = load_plan(proc)
@@ -136,6 +136,23 @@ def _load_run_state(session, folder: Path):
             session.add_step(s)
     if (folder / "report.json").is_file():
         session.report = RiskReport.load(folder / "report.json")
+
+
+def _risk_stress(folder: Path, n_cells: int):
+    """Post-op von Mises stress [Pa] on all ``n_cells`` elements from the run's ``sim/risk.vtu`` (the
+    remnant's cells, with their original ids); None where the run has none."""
+    import pyvista as pv
+
+    path = folder / "sim" / "risk.vtu"
+    if not path.is_file():
+        return None
+    g = pv.read(path)
+    ids = np.asarray(g.cell_data["vtkOriginalCellIds"]) if "vtkOriginalCellIds" in g.cell_data else None
+    if ids is None or "von_mises_kpa" not in g.cell_data or (len(ids) and ids.max() >= n_cells):
+        return None
+    out = np.zeros(n_cells)
+    out[ids] = np.asarray(g.cell_data["von_mises_kpa"], float) * 1e3
+    return out
 
 
 def _from_phantom(cls, cfg: RunConfig):
