@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--stl", action="store_true", help="also write the surfaces as STL (mesh.stl)")
     sp.add_argument("--joint", action="store_true", help="mesh the --organs together as neighbours sharing tagged "
                                                           "interface faces, no organ envelope (mesh.joint)")
+    sp.add_argument("--mesher", choices=["auto", "grid", "tetgen"],
+                    help="volume mesher (mesh.mesher): auto = grid, the built-in mesher; tetgen = the optional AGPL "
+                         "extra (pip install surgtwin[tetgen]) for one structure, falling back to grid")
     sp = add("simulate", "rehearse the procedure on a mesh: pre-op equilibrium, resection, remnant; writes report.json",
              inputs=[("mesh", "volume.vtu from 'surgtwin mesh', or a mesh folder")])
     sp.add_argument("--labels", type=Path, help="label map the mesh came from (for boundary.fix_near)")
@@ -230,6 +233,8 @@ def cmd_mesh(args, cfg):
         cfg.mesh.max_tets = args.max_tets
     cfg.mesh.stl = cfg.mesh.stl or args.stl
     cfg.mesh.joint = cfg.mesh.joint or args.joint
+    if args.mesher is not None:
+        cfg.mesh.mesher = args.mesher
     labels = _mesh_input(args.inputs, cfg.mesh.size_mm)
     with _run_folder("mesh", args.out, cfg) as run:
         mesh, surfaces = mesh_structures(labels, cfg.mesh, run)

@@ -59,6 +59,7 @@ class MeshConfig:
     refine_ratio: int = 2            # coarse / fine element size near refine_near (1, 2, 4 or 8)
     refine_band_mm: float = 10.0     # distance from refine_near within which elements are fine
     joint: bool = False              # every structure an organ of its own, neighbours sharing tagged faces
+    mesher: str = "auto"             # auto | grid (built-in) | tetgen (optional AGPL extra; falls back to grid)
 
 
 @dataclass

@@ -1,0 +1,239 @@
+"""The optional TetGen volume mesher (``pip install surgtwin[tetgen]``) and the mesher choice with its fallback.
+
+TetGen (H. Si) and its Python wrapper ``tetgen`` are AGPL-3.0: surgtwin (Apache-2.0) never needs them, imports
+them only here and only when ``mesh.mesher=tetgen`` asks. The grid mesher (``surgtwin.tetgrid``) is the default
+and the fallback.
+
+TetGen path: the repaired, watertight surface of the meshed region (``mask_surface``: flying edges on the
+blurred mask, largest shell, Taubin smoothing) is offset along its normals until it holds the label volume,
+tetrahedralized with a radius-edge / dihedral bound and TetGen's sliver optimisation, and the slivers TetGen
+leaves are repaired here: a sliver with two faces on the boundary is peeled off (a flat tet lying on the
+surface), and the interior nodes of the others are moved to the position of best star quality. Each tet takes
+the label at its centroid, as in the grid mesher. The result is then measured; an inverted element, a
+dihedral angle under ``MIN_DIHEDRAL_DEG`` or a region volume off by more than ``MAX_VOLUME_ERROR_PERCENT``
+makes the caller fall back to the grid mesher, with the reason recorded.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.sparse as sp
+import SimpleITK as sitk
+
+from .errors import ConfigError, MeshError
+from .meshquality import dihedral_angles
+from .sim.blocks import signed_volumes
+from .volume import LabelMap
+
+log = logging.getLogger(__name__)
+
+MESHERS = ("auto", "grid", "tetgen")
+MIN_DIHEDRAL_DEG = 10.0
+MAX_VOLUME_ERROR_PERCENT = 2.0
+
+
+def tetgen_version() -> str | None:
+    """The installed ``tetgen`` package version, or None when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tetgen")
+    except PackageNotFoundError:
+        return None
+
+
+def _fitted_surface(mask: sitk.Image, name: str, volume_mm3: float, smoothing_iterations: int, iterations: int = 4):
+    """``mask_surface`` with its iso-level set by secant steps until it encloses ``volume_mm3`` (0.2 %)."""
+    from .mesh import mask_surface
+
+    levels, gaps = [0.5], []
+    surf = None
+    for _ in range(iterations):
+        surf = mask_surface(mask, name, smoothing_iterations=smoothing_iterations, level=levels[-1])
+        gaps.append(abs(surf.volume) - volume_mm3)
+        if abs(gaps[-1]) < 2e-3 * volume_mm3:
+            break
+        if len(gaps) == 1:
+            levels.append(0.5 + (0.05 if gaps[-1] > 0 else -0.05))
+        else:
+            slope = (gaps[-1] - gaps[-2]) / (levels[-1] - levels[-2])
+            levels.append(float(np.clip(levels[-1] - gaps[-1] / slope if slope else levels[-1], 0.2, 0.8)))
+    return surf
+
+
+def _decimated(surf, size_mm: float):
+    """The surface decimated (quadric, volume-preserving) towards triangles of edge about ``size_mm``; the
+    largest reduction of 100, 75, 50, 25 % of that which stays closed and manifold."""
+    target = surf.area / (np.sqrt(3.0) / 4.0 * size_mm ** 2)
+    if surf.n_cells <= 1.25 * target:
+        return surf
+    for share in (1.0, 0.75, 0.5, 0.25):
+        out = surf.decimate(share * (1.0 - target / surf.n_cells), volume_preservation=True)
+        if out.n_open_edges == 0 and out.is_manifold:
+            return out
+    return surf
+
+
+def _incidence(tets: np.ndarray, n_points: int) -> sp.csr_matrix:
+    rows = np.repeat(np.arange(len(tets)), 4)
+    return sp.csr_matrix((np.ones(len(rows), bool), (tets.ravel(), rows)), shape=(n_points, len(tets)))
+
+
+def _boundary(tets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Number of boundary faces of each tet, and the boundary-node mask."""
+    from .mesh import tet_faces
+
+    faces, owner = tet_faces(tets)
+    _, inv, counts = np.unique(np.sort(faces, 1), axis=0, return_inverse=True, return_counts=True)
+    single = counts[inv.ravel()] == 1
+    on = np.zeros(int(tets.max()) + 1, bool)
+    on[faces[single].ravel()] = True
+    return np.bincount(owner[single], minlength=len(tets)), on
+
+
+def _star_quality(x: np.ndarray) -> np.ndarray:
+    """Min dihedral angle [deg] of stars given as (c, k, 4, 3) corner coordinates -> (c,); -1 if any tet inverts."""
+    c, k = x.shape[:2]
+    flat = x.reshape(-1, 3)
+    t = np.arange(len(flat)).reshape(-1, 4)
+    ang = dihedral_angles(flat, t).min(1).reshape(c, k)
+    ok = (signed_volumes(flat, t).reshape(c, k) > 0).all(1)
+    return np.where(ok, ang.min(1), -1.0)
+
+
+def repair_slivers(points: np.ndarray, tets: np.ndarray, min_deg: float = MIN_DIHEDRAL_DEG, *, sweeps: int = 8,
+                   boundary_step: float = 0.1):
+    """Remove the slivers (min dihedral < ``min_deg``) a Delaunay mesher leaves. First a sliver with two or
+    more faces on the boundary (a flat tet lying on the surface) is peeled off, as long as there is one
+    (its removal keeps the boundary closed). Then the nodes of the other slivers are moved to the best of
+    a few candidate positions (the centroid of their neighbours, steps away from the opposite face of each
+    sliver, small jitters) by the min dihedral of their star, a move kept only if that improves; a boundary
+    node moves at most ``boundary_step`` of its mean edge length (the surface moves by that).
+    Positive (non-inverted) ``tets`` in; returns (points, tets) with orientation kept."""
+    points = np.array(points, dtype=np.float64)
+    while True:
+        quality = dihedral_angles(points, tets).min(1)
+        n_boundary, on_boundary = _boundary(tets)
+        peel = (quality < min_deg) & (n_boundary >= 2)
+        if not peel.any():
+            break
+        tets = tets[~peel]
+    inc = _incidence(tets, len(points))
+    rng = np.random.default_rng(0)
+    for _ in range(sweeps):
+        bad = quality < min_deg
+        if not bad.any():
+            break
+        for v in np.unique(tets[bad]):
+            star = inc[v].indices
+            if quality[star].min() >= min_deg:
+                continue
+            x = points[tets[star]]
+            here = tets[star] == v
+            nbrs = np.unique(tets[star][~here])
+            h = float(np.linalg.norm(points[nbrs] - points[v], axis=1).mean())
+            steps = (0.05, 0.1, 0.2, 0.35, 0.5)
+            cands = [points[nbrs].mean(0)] + list(points[v] + 0.2 * h * rng.standard_normal((8, 3)))
+            for s in np.flatnonzero(quality[star] < min_deg):
+                opp = x[s][~here[s]]
+                nrm = np.cross(opp[1] - opp[0], opp[2] - opp[0])
+                nrm /= max(np.linalg.norm(nrm), 1e-300)
+                nrm *= np.sign(np.dot(points[v] - opp[0], nrm)) or 1.0
+                cands += [points[v] + a * h * nrm for a in steps]
+            cands = np.array(cands)
+            if on_boundary[v]:  # a boundary node stays near the surface
+                d = cands - points[v]
+                cands = points[v] + d * np.minimum(1.0, boundary_step * h / np.maximum(np.linalg.norm(d, axis=1), 1e-300))[:, None]
+            trial = np.repeat(x[None], len(cands), 0)
+            trial[:, here] = cands[:, None, :]
+            score = _star_quality(trial)
+            best = int(np.argmax(score))
+            if score[best] > quality[star].min():
+                points[v] = cands[best]
+                quality[star] = dihedral_angles(points, tets[star]).min(1)
+    used, inverse = np.unique(tets, return_inverse=True)
+    return points[used], inverse.reshape(-1, 4)
+
+
+def _tetrahedralize(surf, size_mm: float, name: str):
+    import tetgen
+
+    faces = surf.faces.reshape(-1, 4)[:, 1:]
+    try:
+        gen = tetgen.TetGen(np.asarray(surf.points, np.float64), faces.astype(np.int32))
+        points, tets, *_ = gen.tetrahedralize(quality=True, minratio=1.5, mindihedral=MIN_DIHEDRAL_DEG,
+                                              optmaxdihedral=160.0, maxvolume=size_mm ** 3 / 6.0, steinerleft=-1)
+    except Exception as exc:  # the wrapper raises RuntimeError and others: one line for the fallback reason
+        raise MeshError(f"tetgen failed on '{name}': {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+    if len(tets) == 0:
+        raise MeshError(f"tetgen gave no tetrahedra for '{name}'")
+    return np.asarray(points, np.float64), np.asarray(tets, np.int64)
+
+
+def mesh_tetgen(labelmap: LabelMap, name: str, *, size_mm: float, surface_smoothing: int = 40):
+    """(points [mm], tets) of one structure by TetGen (see the module docstring): its surface fitted to the
+    label volume, decimated towards edges of ``size_mm`` (the undecimated surface if TetGen fails on that),
+    tetrahedralized with tets of at most ``size_mm``^3 / 6 and the slivers repaired.
+
+    Raises ``ImportError`` without the ``tetgen`` package and ``MeshError`` when TetGen fails."""
+    import tetgen  # noqa: F401  (ImportError here when the extra is not installed)
+
+    mask = labelmap.image == labelmap.table.id_of(name)
+    voxel_mm3 = float(np.prod(labelmap.image.GetSpacing()))
+    surf = _fitted_surface(mask, name, float(sitk.GetArrayViewFromImage(mask).sum()) * voxel_mm3, surface_smoothing)
+    coarse = _decimated(surf, size_mm)
+    try:
+        points, tets = _tetrahedralize(coarse, size_mm, name)
+    except MeshError:
+        if coarse is surf:
+            raise
+        points, tets = _tetrahedralize(surf, size_mm, name)
+    flip = signed_volumes(points, tets) < 0
+    tets[flip] = tets[flip][:, [0, 2, 1, 3]]
+    return repair_slivers(points, tets)
+
+
+def quality_failure(mesh, labels: LabelMap) -> str | None:
+    """Why a mesh misses the meshing goals (an inverted element, a dihedral angle under ``MIN_DIHEDRAL_DEG``,
+    a region volume off the label volume by more than ``MAX_VOLUME_ERROR_PERCENT``), or None."""
+    inverted = int((mesh.tet_volumes_mm3() <= 0).sum())
+    if inverted:
+        return f"{inverted} inverted elements"
+    worst = float(dihedral_angles(mesh.points, mesh.tets).min())
+    if worst < MIN_DIHEDRAL_DEG:
+        return f"min dihedral angle {worst:.2f} deg < {MIN_DIHEDRAL_DEG:g}"
+    label_ml = labels.volumes_ml()
+    for name, ml in mesh.volumes_ml().items():
+        error = 100.0 * (ml - label_ml[name]) / label_ml[name]
+        if abs(error) > MAX_VOLUME_ERROR_PERCENT:
+            return f"'{name}' volume {error:+.2f} % off the label map"
+    return None
+
+
+def tetgen_volume_mesh(labels: LabelMap, structures, cfg, size_mm: float):
+    """(TetMesh, None) when TetGen meshes ``structures`` as a MeshConfig ``cfg`` asks and meets the goals,
+    else (None, the one-line reason): not installed, several structures (regions), refinement or a joint
+    mesh asked, TetGen failed, or ``quality_failure``."""
+    from .mesh import TetMesh
+
+    version = tetgen_version()
+    if version is None:
+        return None, "tetgen is not installed (pip install surgtwin[tetgen])"
+    if len(structures) > 1 or cfg.joint:
+        return None, (f"tetgen meshes one structure here; {', '.join(structures)} as tagged regions of one "
+                      "mesh need the grid mesher")
+    if cfg.refine_near and int(cfg.refine_ratio) > 1:
+        return None, "mesh.refine_near needs the grid mesher"
+    name = structures[0]
+    try:
+        points, tets = mesh_tetgen(labels, name, size_mm=size_mm, surface_smoothing=cfg.surface_smoothing)
+    except MeshError as exc:
+        return None, str(exc)
+    mesh = TetMesh.from_arrays(points, tets, np.full(len(tets), labels.table.id_of(name)), labels.table)
+    failure = quality_failure(mesh, labels)
+    if failure is not None:
+        return None, f"tetgen mesh of '{name}': {failure}"
+    mesh.grid.field_data["mesher"] = np.array([f"tetgen {version}+sliver-repair"])
+    mesh.grid.field_data["size_mm"] = np.array([size_mm])
+    return mesh, None
