@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 import SimpleITK as sitk
 
-from .errors import ConfigError, MeshError
+from .errors import MeshError
 from .meshquality import dihedral_angles
 from .sim.blocks import signed_volumes
 from .volume import LabelMap
@@ -177,8 +177,6 @@ def mesh_tetgen(labelmap: LabelMap, name: str, *, size_mm: float, surface_smooth
     tetrahedralized with tets of at most ``size_mm``^3 / 6 and the slivers repaired.
 
     Raises ``ImportError`` without the ``tetgen`` package and ``MeshError`` when TetGen fails."""
-    import tetgen  # noqa: F401  (ImportError here when the extra is not installed)
-
     mask = labelmap.image == labelmap.table.id_of(name)
     voxel_mm3 = float(np.prod(labelmap.image.GetSpacing()))
     surf = _fitted_surface(mask, name, float(sitk.GetArrayViewFromImage(mask).sum()) * voxel_mm3, surface_smoothing)
