@@ -3,7 +3,8 @@
 Per structure: surface watertight/manifold, surface HD95 in voxels, tet count, inverted elements,
 min dihedral angle, mesh volume error vs the label map, seconds; the time to mesh the phantom liver
 at about 100k tets; the phantom liver with and without refinement near its tumour and vessels (tets,
-dihedral percentiles, explicit time step for liver tissue); and joint liver + right kidney meshes.
+dihedral percentiles, explicit time step for liver tissue); joint liver + right kidney meshes; and, when
+the optional ``tetgen`` extra is installed, the TetGen mesher on the phantom and 3 mm CT liver and kidneys.
 
     python benchmarks/meshing.py [--data ../shared/data] [--json PATH]
 """
@@ -86,6 +87,51 @@ def measure(case: str, labels: LabelMap, name: str, size_mm: float) -> dict:
             "seconds": seconds, "size_mm": size_mm}
 
 
+def tetgen_row(case: str, labels: LabelMap, name: str, size_mm: float) -> dict:
+    """One structure by the optional TetGen mesher (``mesh.mesher=tetgen``), and whether it would be kept
+    (else the reason the grid mesher takes over)."""
+    from surgtwin.tetgenmesh import mesh_tetgen, quality_failure, tetgen_version
+
+    voxel = float(min(labels.image.GetSpacing()))
+    t = time.perf_counter()
+    points, tets = mesh_tetgen(labels, name, size_mm=size_mm)
+    seconds = time.perf_counter() - t
+    mesh = TetMesh.from_arrays(points, tets, np.full(len(tets), labels.table.id_of(name)), labels.table)
+    q = tet_quality(mesh.points, mesh.tets)
+    label_ml = labels.volumes_ml()[name]
+    return {"case": case, "structure": name, "mesher": f"tetgen {tetgen_version()}", "size_mm": size_mm,
+            "tets": int(len(tets)), "nodes": int(len(points)), "seconds": seconds,
+            "inverted": int((mesh.tet_volumes_mm3() <= 0).sum()),
+            "min_dihedral_deg": float(q["min_dihedral_deg"].min()),
+            "max_dihedral_deg": float(q["max_dihedral_deg"].max()),
+            "p1_min_dihedral_deg": float(np.percentile(q["min_dihedral_deg"], 1)),
+            "volume_error_percent": 100.0 * (sum(mesh.volumes_ml().values()) - label_ml) / label_ml,
+            "mesh_hd95_voxels": surface_hd95_mm(mesh.grid.extract_surface(algorithm="dataset_surface"), labels,
+                                                [name]) / voxel,
+            "explicit_dt_liver_s": explicit_time_step(mesh.points, mesh.tets, tissue_library()["liver"])["stable_dt_s"],
+            "fallback_reason": quality_failure(mesh, labels)}
+
+
+def tetgen_rows(cases: dict) -> list[dict]:
+    """TetGen rows for the liver and kidneys of the phantom and the 3 mm CT (empty without the extra)."""
+    from surgtwin.tetgenmesh import tetgen_version
+
+    if tetgen_version() is None:
+        print("\ntetgen is not installed (pip install surgtwin[tetgen]): no TetGen rows")
+        return []
+    rows = [tetgen_row(case, cases[case], name, 6.0) for case in ("phantom", "ct_abdomen_3mm") if case in cases
+            for name in ("liver", "kidney_right", "kidney_left") if cases[case].volumes_ml().get(name, 0.0) > 5.0]
+    print("\noptional TetGen mesher (mesh.mesher=tetgen) at 6 mm, single structures:")
+    print(f"{'case':<16} {'structure':<13} {'tets':>7} {'s':>6} {'min dih':>7} {'p1 dih':>6} {'max dih':>7} "
+          f"{'vol err %':>9} {'HD95':>6} {'dt liver s':>10}  kept?")
+    for r in rows:
+        print(f"{r['case']:<16} {r['structure']:<13} {r['tets']:>7} {r['seconds']:>6.2f} {r['min_dihedral_deg']:>7.1f} "
+              f"{r['p1_min_dihedral_deg']:>6.1f} {r['max_dihedral_deg']:>7.1f} {r['volume_error_percent']:>9.2f} "
+              f"{r['mesh_hd95_voxels']:>5.2f}v {r['explicit_dt_liver_s']:>10.2e}  "
+              f"{'yes' if r['fallback_reason'] is None else 'no, grid: ' + r['fallback_reason']}")
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -134,10 +180,11 @@ def main():
         errs = ", ".join(f"{n} {v:+.2f} %" for n, v in r["volume_error_percent"].items())
         print(f"{r['case']:<16} {'+'.join(r['organs']):<48} {r['tets']:>7} tets, {r['interface_faces']:>4} interface "
               f"faces, min dih {r['min_dihedral_deg']:.1f}, {r['seconds']:.2f} s; {errs}")
+    tetgen = tetgen_rows(cases)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"rows": rows, "liver_100k": {"size_mm": size, "tets": int(len(big.tets)),
                                                                   "seconds": big_s},
-                                     "refinement": refined, "joint": joints}, indent=1) + "\n")
+                                     "refinement": refined, "joint": joints, "tetgen": tetgen}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -101,6 +101,21 @@ def test_repair_slivers_peels_a_flat_boundary_tet_and_moves_an_interior_node():
     assert new_pts[8, 2] > 0.2                       # with the boundary fixed, the centre node moved up
 
 
+def test_edge_removal_turns_three_tets_with_a_sliver_into_two_good_ones():
+    # ring triangle r0 r1 r2 around edge (a, b); the edge passes just inside r0 r1, so tet (a, b, r0, r1) is flat
+    pts = np.array([[0, 0, 0], [1, 0, 0], [0.5, 1, 0], [0.5, 0.02, 1], [0.5, 0.02, -1]], float)
+    from surgtwin.sim.blocks import orient_positive, signed_volumes
+
+    tets, vol = orient_positive(pts, np.array([[3, 4, 0, 1], [3, 4, 1, 2], [3, 4, 2, 0]]))
+    q = tgm.dihedral_angles(pts, tets).min(1)
+    assert q.min() < 3.0
+    new = tgm._remove_edge(pts, tets, np.arange(3), 3, 4, float(q.min()))
+    assert new.shape == (2, 4) and (signed_volumes(pts, new) > 0).all()
+    assert signed_volumes(pts, new).sum() == pytest.approx(np.abs(vol).sum(), rel=1e-12)
+    assert tgm.dihedral_angles(pts, new).min() > 20.0
+    assert {tuple(sorted(t)) for t in new} == {(0, 1, 2, 3), (0, 1, 2, 4)}
+
+
 def test_real_kidney_by_tetgen(tmp_path):
     pytest.importorskip("tetgen")
     path = DATA / "ct_abdomen_3mm" / "reference_seg.nii.gz"
@@ -118,3 +133,10 @@ def test_real_kidney_by_tetgen(tmp_path):
     assert abs(q["regions"]["kidney_right"]["error_percent"]) <= 2.0
     assert q["regions"]["kidney_right"]["label_ml"] == pytest.approx(labels.volumes_ml()["kidney_right"], abs=1e-3)
     assert q["boundary_hd95_mm"] <= q["voxel_mm"]
+    from surgtwin.mesh import TetMesh, tet_faces
+
+    mesh = TetMesh.load(tmp_path / "out" / "volume.vtu")
+    _, counts = np.unique(np.sort(tet_faces(mesh.tets)[0], 1), axis=0, return_counts=True)
+    assert counts.max() == 2                                   # conforming: no face shared by three tets
+    surface = mesh.grid.extract_surface(algorithm="dataset_surface")
+    assert surface.n_open_edges == 0 and surface.is_manifold   # one closed boundary
