@@ -129,7 +129,8 @@ def _smooth(points, tets, quality, on_boundary, min_deg, sweeps, boundary_step, 
             here = tets[star] == v
             nbrs = np.unique(tets[star][~here])
             h = float(np.linalg.norm(points[nbrs] - points[v], axis=1).mean())
-            cands = [points[nbrs].mean(0)] + list(points[v] + 0.2 * h * rng.standard_normal((8, 3)))
+            cands = [points[nbrs].mean(0)] + list(points[v] + h * np.repeat([0.03, 0.1, 0.2], 8)[:, None]
+                                                  * rng.standard_normal((24, 3)))
             if on_boundary[v]:  # and the centroid of its boundary neighbours (tangential smoothing)
                 cands.append(points[nbrs[on_boundary[nbrs]]].mean(0))
             for s in np.flatnonzero(quality[star] < min_deg):
@@ -188,24 +189,47 @@ def _remove_edge(points, tets, ring_ids, a, b, old_quality):
     return best
 
 
+def _remove_face(points, tets, t, u, old_quality):
+    """Face removal (2-3 flip): tets ``t`` and ``u`` sharing a face replaced by three tets around the segment
+    joining their opposite nodes; returns the new (positive) tets, or None if invalid or not better."""
+    d = [w for w in tets[t] if w not in tets[u]]
+    e = [w for w in tets[u] if w not in tets[t]]
+    if len(d) != 1 or len(e) != 1:
+        return None
+    x, y, z = [w for w in tets[t] if w != d[0]]
+    cand = np.array([[d[0], e[0], x, y], [d[0], e[0], y, z], [d[0], e[0], z, x]])
+    vol = signed_volumes(points, cand)
+    if not ((vol > 0).all() or (vol < 0).all()):
+        return None
+    if vol[0] < 0:
+        cand = cand[:, [0, 2, 1, 3]]
+    return cand if float(dihedral_angles(points, cand).min()) > old_quality else None
+
+
 def _flip(points, tets, quality, min_deg):
-    """One round of edge removal on the slivers' edges (each tet changed at most once a round)."""
+    """One round of edge removal (each edge of a sliver), then face removal (each face), on the slivers;
+    each tet is changed at most once a round."""
     from .tetgrid import EDGES
 
     inc = _incidence(tets, len(points))
     alive = np.ones(len(tets), bool)
     new = []
     for t in np.flatnonzero(quality < min_deg):
-        if not alive[t]:
-            continue
-        for i, j in EDGES:
-            a, b = tets[t, i], tets[t, j]
-            ring_ids = np.intersect1d(inc[a].indices, inc[b].indices)
-            if not alive[ring_ids].all():
-                break
-            done = _remove_edge(points, tets, ring_ids, a, b, float(quality[ring_ids].min()))
+        options = [(tets[t, i], tets[t, j], np.intersect1d(inc[tets[t, i]].indices, inc[tets[t, j]].indices))
+                   for i, j in EDGES]
+        for k in range(4):
+            face = np.delete(tets[t], k)
+            shared = np.intersect1d(np.intersect1d(inc[face[0]].indices, inc[face[1]].indices), inc[face[2]].indices)
+            if len(shared) == 2:          # an interior face: the other tet across it
+                options.append((None, None, shared))
+        for a, b, ids in options:
+            if not alive[ids].all():
+                continue
+            old = float(quality[ids].min())
+            done = (_remove_face(points, tets, ids[0], ids[1], old) if a is None
+                    else _remove_edge(points, tets, ids, a, b, old))
             if done is not None:
-                alive[ring_ids] = False
+                alive[ids] = False
                 new.append(done)
                 break
     if not new:
@@ -221,8 +245,9 @@ def repair_slivers(points: np.ndarray, tets: np.ndarray, min_deg: float = MIN_DI
     their neighbours, steps away from the opposite face of each sliver, small jitters) by the min dihedral
     of their star, a move kept only if that improves; a boundary node moves at most ``boundary_step`` of its
     mean edge length (the surface moves by that). Slivers left then get edge removal (the tets around one
-    of their interior edges re-triangulated, when that improves the worst angle there), up to ``rounds``
-    times, each followed by peeling and smoothing again. Positive tets in; (points, tets) out, positive."""
+    of their interior edges re-triangulated) or face removal (a 2-3 flip with a neighbour), when that
+    improves the worst angle there, up to ``rounds`` times, each followed by peeling and smoothing again;
+    the nodes of any still left are smoothed with 2 and then 4 times the boundary step. Positive tets in; (points, tets) out, positive."""
     points = np.array(points, dtype=np.float64)
     rng = np.random.default_rng(0)
     for _ in range(rounds + 1):
@@ -233,44 +258,62 @@ def repair_slivers(points: np.ndarray, tets: np.ndarray, min_deg: float = MIN_DI
         tets, changed = _flip(points, tets, quality, min_deg)
         if not changed:
             break
+    for step in (2 * boundary_step, 4 * boundary_step):  # the few left: their boundary nodes move further
+        tets, quality, on_boundary = _peel(points, tets, min_deg)
+        if (quality >= min_deg).all():
+            break
+        _smooth(points, tets, quality, on_boundary, min_deg, sweeps, step, rng)
     used, inverse = np.unique(tets, return_inverse=True)
     return points[used], inverse.reshape(-1, 4)
 
 
-def _tetrahedralize(surf, size_mm: float, name: str):
+def _tetrahedralize(surf, size_mm: float, name: str, keep_surface: bool):
+    """TetGen on a closed surface: radius-edge 1.5, dihedral 10 deg, sliver optimisation up to 160 deg, tets of
+    at most ``size_mm``^3 / 6; ``keep_surface``: no Steiner points on the surface (TetGen's -Y). Positive tets."""
     import tetgen
 
     faces = surf.faces.reshape(-1, 4)[:, 1:]
     try:
         gen = tetgen.TetGen(np.asarray(surf.points, np.float64), faces.astype(np.int32))
         points, tets, *_ = gen.tetrahedralize(quality=True, minratio=1.5, mindihedral=MIN_DIHEDRAL_DEG,
-                                              optmaxdihedral=160.0, maxvolume=size_mm ** 3 / 6.0, steinerleft=-1)
+                                              optmaxdihedral=160.0, maxvolume=size_mm ** 3 / 6.0, steinerleft=-1,
+                                              nobisect=keep_surface)
     except Exception as exc:  # the wrapper raises RuntimeError and others: one line for the fallback reason
         raise MeshError(f"tetgen failed on '{name}': {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
     if len(tets) == 0:
         raise MeshError(f"tetgen gave no tetrahedra for '{name}'")
-    return np.asarray(points, np.float64), np.asarray(tets, np.int64)
+    points, tets = np.asarray(points, np.float64), np.asarray(tets, np.int64)
+    flip = signed_volumes(points, tets) < 0
+    tets[flip] = tets[flip][:, [0, 2, 1, 3]]
+    return points, tets
 
 
 def mesh_tetgen(labelmap: LabelMap, name: str, *, size_mm: float, surface_smoothing: int = 40):
     """(points [mm], tets) of one structure by TetGen (see the module docstring): its surface fitted to the
-    label volume, decimated towards edges of ``size_mm`` (the undecimated surface if TetGen fails on that),
-    tetrahedralized with tets of at most ``size_mm``^3 / 6 and the slivers repaired.
+    label volume and decimated towards edges of ``size_mm``, tetrahedralized and the slivers repaired. Tried
+    in turn until the repaired mesh has no dihedral angle under ``MIN_DIHEDRAL_DEG``: the decimated surface
+    kept as it is (fewest and largest elements), then split where TetGen needs (small elements near the
+    surface), then the undecimated surface; the last one tried is returned.
 
-    Raises ``ImportError`` without the ``tetgen`` package and ``MeshError`` when TetGen fails."""
+    Raises ``ImportError`` without the ``tetgen`` package and ``MeshError`` when TetGen fails every time."""
     mask = labelmap.image == labelmap.table.id_of(name)
     voxel_mm3 = float(np.prod(labelmap.image.GetSpacing()))
     surf = _fitted_surface(mask, name, float(sitk.GetArrayViewFromImage(mask).sum()) * voxel_mm3, surface_smoothing)
     coarse = _decimated(surf, size_mm)
-    try:
-        points, tets = _tetrahedralize(coarse, size_mm, name)
-    except MeshError:
-        if coarse is surf:
-            raise
-        points, tets = _tetrahedralize(surf, size_mm, name)
-    flip = signed_volumes(points, tets) < 0
-    tets[flip] = tets[flip][:, [0, 2, 1, 3]]
-    return repair_slivers(points, tets)
+    tries = [(coarse, True), (coarse, False)] + ([(surf, False)] if coarse is not surf else [])
+    result, error = None, None
+    for surface, keep in tries:
+        try:
+            points, tets = _tetrahedralize(surface, size_mm, name, keep)
+        except MeshError as exc:
+            error = error or exc
+            continue
+        result = repair_slivers(points, tets)
+        if dihedral_angles(*result).min() >= MIN_DIHEDRAL_DEG:
+            break
+    if result is None:
+        raise error
+    return result
 
 
 def quality_failure(mesh, labels: LabelMap) -> str | None:
