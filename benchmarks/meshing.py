@@ -4,7 +4,7 @@ Per structure: surface watertight/manifold, surface HD95 in voxels, tet count, i
 min dihedral angle, mesh volume error vs the label map, seconds; the time to mesh the phantom liver
 at about 100k tets; the phantom liver with and without refinement near its tumour and vessels (tets,
 dihedral percentiles, explicit time step for liver tissue); joint liver + right kidney meshes; and, when
-the optional ``tetgen`` extra is installed, the TetGen mesher on the phantom and 3 mm CT liver and kidneys.
+the optional ``tetgen`` extra is installed, the TetGen mesher on the same structures.
 
     python benchmarks/meshing.py [--data ../shared/data] [--json PATH]
 """
@@ -19,6 +19,7 @@ import numpy as np
 
 from surgtwin.biomech import tissue_library
 from surgtwin.config import PhantomConfig
+from surgtwin.errors import MeshError
 from surgtwin.labels import LabelTable
 from surgtwin.mesh import SurfaceMesh, TetMesh, surface_hd95_mm, tet_faces, tet_quality
 from surgtwin.meshquality import dihedral_distribution, explicit_time_step
@@ -94,7 +95,10 @@ def tetgen_row(case: str, labels: LabelMap, name: str, size_mm: float) -> dict:
 
     voxel = float(min(labels.image.GetSpacing()))
     t = time.perf_counter()
-    points, tets = mesh_tetgen(labels, name, size_mm=size_mm)
+    try:
+        points, tets = mesh_tetgen(labels, name, size_mm=size_mm)
+    except MeshError as exc:
+        return {"case": case, "structure": name, "fallback_reason": str(exc)}
     seconds = time.perf_counter() - t
     mesh = TetMesh.from_arrays(points, tets, np.full(len(tets), labels.table.id_of(name)), labels.table)
     q = tet_quality(mesh.points, mesh.tets)
@@ -113,18 +117,21 @@ def tetgen_row(case: str, labels: LabelMap, name: str, size_mm: float) -> dict:
 
 
 def tetgen_rows(cases: dict) -> list[dict]:
-    """TetGen rows for the liver and kidneys of the phantom and the 3 mm CT (empty without the extra)."""
+    """TetGen rows for every structure measured by the grid mesher (empty without the extra)."""
     from surgtwin.tetgenmesh import tetgen_version
 
     if tetgen_version() is None:
         print("\ntetgen is not installed (pip install surgtwin[tetgen]): no TetGen rows")
         return []
-    rows = [tetgen_row(case, cases[case], name, 6.0) for case in ("phantom", "ct_abdomen_3mm") if case in cases
-            for name in ("liver", "kidney_right", "kidney_left") if cases[case].volumes_ml().get(name, 0.0) > 5.0]
-    print("\noptional TetGen mesher (mesh.mesher=tetgen) at 6 mm, single structures:")
+    rows = [tetgen_row(case, labels, name, 4.0 if name == "aorta" else 6.0) for case, labels in cases.items()
+            for name in STRUCTURES if labels.volumes_ml().get(name, 0.0) > 5.0]
+    print("\noptional TetGen mesher (mesh.mesher=tetgen) at 6 mm (aorta 4 mm), single structures:")
     print(f"{'case':<16} {'structure':<13} {'tets':>7} {'s':>6} {'min dih':>7} {'p1 dih':>6} {'max dih':>7} "
           f"{'vol err %':>9} {'HD95':>6} {'dt liver s':>10}  kept?")
     for r in rows:
+        if "tets" not in r:
+            print(f"{r['case']:<16} {r['structure']:<13} tetgen failed, grid: {r['fallback_reason']}")
+            continue
         print(f"{r['case']:<16} {r['structure']:<13} {r['tets']:>7} {r['seconds']:>6.2f} {r['min_dihedral_deg']:>7.1f} "
               f"{r['p1_min_dihedral_deg']:>6.1f} {r['max_dihedral_deg']:>7.1f} {r['volume_error_percent']:>9.2f} "
               f"{r['mesh_hd95_voxels']:>5.2f}v {r['explicit_dt_liver_s']:>10.2e}  "

@@ -267,22 +267,34 @@ def repair_slivers(points: np.ndarray, tets: np.ndarray, min_deg: float = MIN_DI
     return points[used], inverse.reshape(-1, 4)
 
 
-def _tetrahedralize(surf, size_mm: float, name: str, keep_surface: bool):
-    """TetGen on a closed surface: radius-edge 1.5, dihedral 10 deg, sliver optimisation up to 160 deg, tets of
-    at most ``size_mm``^3 / 6; ``keep_surface``: no Steiner points on the surface (TetGen's -Y). Positive tets."""
+def _run_tetgen(points: np.ndarray, faces: np.ndarray, options: dict):
+    """TetGen on a closed triangle surface (in a child process: see ``_tetrahedralize``)."""
     import tetgen
 
-    faces = surf.faces.reshape(-1, 4)[:, 1:]
+    nodes, elems, *_ = tetgen.TetGen(points, faces).tetrahedralize(**options)
+    return np.asarray(nodes, np.float64), np.asarray(elems, np.int64)
+
+
+def _tetrahedralize(surf, size_mm: float, name: str, keep_surface: bool):
+    """TetGen on a closed surface: radius-edge 1.5, dihedral 10 deg, sliver optimisation up to 160 deg, tets of
+    at most ``size_mm``^3 / 6; ``keep_surface``: no Steiner points on the surface (TetGen's -Y). TetGen runs
+    in a child process, so that a crash inside it (it segfaults on some inputs) is a ``MeshError`` here, not
+    the end of the run. Positive tets."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    options = dict(quality=True, minratio=1.5, mindihedral=MIN_DIHEDRAL_DEG, optmaxdihedral=160.0,
+                   maxvolume=size_mm ** 3 / 6.0, steinerleft=-1, nobisect=keep_surface)
+    faces = surf.faces.reshape(-1, 4)[:, 1:].astype(np.int32)
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     try:
-        gen = tetgen.TetGen(np.asarray(surf.points, np.float64), faces.astype(np.int32))
-        points, tets, *_ = gen.tetrahedralize(quality=True, minratio=1.5, mindihedral=MIN_DIHEDRAL_DEG,
-                                              optmaxdihedral=160.0, maxvolume=size_mm ** 3 / 6.0, steinerleft=-1,
-                                              nobisect=keep_surface)
-    except Exception as exc:  # the wrapper raises RuntimeError and others: one line for the fallback reason
-        raise MeshError(f"tetgen failed on '{name}': {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            points, tets = pool.submit(_run_tetgen, np.asarray(surf.points, np.float64), faces, options).result()
+    except Exception as exc:  # the wrapper's RuntimeError, a crashed child: one line for the fallback reason
+        why = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+        raise MeshError(f"tetgen failed on '{name}': {why}") from None
     if len(tets) == 0:
         raise MeshError(f"tetgen gave no tetrahedra for '{name}'")
-    points, tets = np.asarray(points, np.float64), np.asarray(tets, np.int64)
     flip = signed_volumes(points, tets) < 0
     tets[flip] = tets[flip][:, [0, 2, 1, 3]]
     return points, tets
