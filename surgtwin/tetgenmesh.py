@@ -62,18 +62,23 @@ def _fitted_surface(mask: sitk.Image, name: str, volume_mm3: float, smoothing_it
     return surf
 
 
-def _decimated(surf, size_mm: float):
-    """The surface decimated (quadric, volume-preserving) towards triangles of edge about ``size_mm`` (the
-    largest of 100, 90, 75, 50, 25 % of that reduction that stays closed and manifold), then 20 Taubin
-    iterations, which even out the triangles that decimation leaves thin."""
+def _decimated(surf, size_mm: float, volume_tolerance: float = 0.005):
+    """Decimations of the surface towards triangles of edge about ``size_mm`` (quadric, volume-preserving, then
+    20 Taubin steps to even out the thin triangles decimation leaves), for 100, 90, 75, 50, 25 % of that
+    reduction, those that stay closed, manifold and within ``volume_tolerance`` of the volume (a slab cut by
+    the field of view loses its sharp rims otherwise), most reduced first; then the surface itself."""
     target = surf.area / (np.sqrt(3.0) / 4.0 * size_mm ** 2)
     if surf.n_cells <= 1.25 * target:
-        return surf
+        yield surf
+        return
     for share in (1.0, 0.9, 0.75, 0.5, 0.25):
         out = surf.decimate(share * (1.0 - target / surf.n_cells), volume_preservation=True)
-        if out.n_open_edges == 0 and out.is_manifold:
-            return out.smooth_taubin(n_iter=20, pass_band=0.05)
-    return surf
+        if out.n_open_edges or not out.is_manifold:
+            continue
+        out = out.smooth_taubin(n_iter=20, pass_band=0.05)
+        if abs(abs(out.volume) - abs(surf.volume)) <= volume_tolerance * abs(surf.volume):
+            yield out
+    yield surf
 
 
 def _incidence(tets: np.ndarray, n_points: int) -> sp.csr_matrix:
@@ -300,28 +305,33 @@ def _tetrahedralize(surf, size_mm: float, name: str, keep_surface: bool):
     return points, tets
 
 
-def mesh_tetgen(labelmap: LabelMap, name: str, *, size_mm: float, surface_smoothing: int = 40):
+def mesh_tetgen(labelmap: LabelMap, name: str, *, size_mm: float, surface_smoothing: int = 40, max_tries: int = 8):
     """(points [mm], tets) of one structure by TetGen (see the module docstring): its surface fitted to the
-    label volume and decimated towards edges of ``size_mm``, tetrahedralized and the slivers repaired. Tried
-    in turn until the repaired mesh has no dihedral angle under ``MIN_DIHEDRAL_DEG``: the decimated surface
-    kept as it is (fewest and largest elements), then split where TetGen needs (small elements near the
-    surface), then the undecimated surface; the last one tried is returned.
+    label volume and decimated towards edges of ``size_mm`` (``_decimated``), tetrahedralized and the
+    slivers repaired. Tried, at most ``max_tries`` TetGen runs, until the repaired mesh has no dihedral
+    angle under ``MIN_DIHEDRAL_DEG``: for each surface, kept as it is (fewest and largest elements), then
+    split where TetGen needs (small elements near the surface), unless TetGen found it self-intersecting;
+    the last mesh is returned.
 
-    Raises ``ImportError`` without the ``tetgen`` package and ``MeshError`` when TetGen fails every time."""
+    Raises ``ImportError`` without the ``tetgen`` package and ``MeshError`` when no TetGen run succeeds."""
     mask = labelmap.image == labelmap.table.id_of(name)
     voxel_mm3 = float(np.prod(labelmap.image.GetSpacing()))
     surf = _fitted_surface(mask, name, float(sitk.GetArrayViewFromImage(mask).sum()) * voxel_mm3, surface_smoothing)
-    coarse = _decimated(surf, size_mm)
-    tries = [(coarse, True), (coarse, False)] + ([(surf, False)] if coarse is not surf else [])
-    result, error = None, None
-    for surface, keep in tries:
-        try:
-            points, tets = _tetrahedralize(surface, size_mm, name, keep)
-        except MeshError as exc:
-            error = error or exc
-            continue
-        result = repair_slivers(points, tets)
-        if dihedral_angles(*result).min() >= MIN_DIHEDRAL_DEG:
+    result, error, tries = None, None, 0
+    for surface in _decimated(surf, size_mm):
+        for keep in (True, False):
+            tries += 1
+            try:
+                points, tets = _tetrahedralize(surface, size_mm, name, keep)
+            except MeshError as exc:
+                error = error or exc
+                if "self-intersect" in str(exc):
+                    break              # the same surface with splitting fails the same way: the next one
+                continue
+            result = repair_slivers(points, tets)
+            if dihedral_angles(*result).min() >= MIN_DIHEDRAL_DEG or tries >= max_tries:
+                return result
+        if tries >= max_tries:
             break
     if result is None:
         raise error

@@ -31,6 +31,17 @@ def _mesh(labels, structures, mesher, **kw):
     return mesh, mesh_quality(mesh, labels)
 
 
+def test_surgtwin_never_imports_tetgen_unless_asked():
+    import subprocess
+    import sys
+
+    code = ("import sys, surgtwin, surgtwin.cli, surgtwin.pipeline, surgtwin.tetgrid, surgtwin.tetgenmesh\n"
+            "surgtwin.tetgenmesh.tetgen_version()\nprint('tetgen' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr[-1000:]
+
+
 def test_auto_and_grid_are_the_grid_mesher(phantom):
     for mesher in ("auto", "grid"):
         mesh, q = _mesh(phantom, ["kidney_right"], mesher)
