@@ -45,6 +45,18 @@ class SegmentConfig:
     confidence_multiplier: float = 2.5
 
 
+MESHERS = ("auto", "grid", "tetgen")   # mesh.mesher: auto = grid (built-in); tetgen = optional AGPL extra
+
+
+def check_mesher(name) -> str:
+    """``mesh.mesher`` as given, or a one-line ConfigError listing the meshers."""
+    if str(name) not in MESHERS:
+        from .errors import ConfigError
+
+        raise ConfigError(f"mesh.mesher must be one of {', '.join(MESHERS)}, not '{name}'")
+    return str(name)
+
+
 @dataclass
 class MeshConfig:
     organ: str = "liver"             # the simulated organ

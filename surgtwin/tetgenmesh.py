@@ -28,7 +28,6 @@ from .volume import LabelMap
 
 log = logging.getLogger(__name__)
 
-MESHERS = ("auto", "grid", "tetgen")
 MIN_DIHEDRAL_DEG = 10.0
 MAX_VOLUME_ERROR_PERCENT = 2.0
 

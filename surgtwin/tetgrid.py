@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import SimpleITK as sitk
 
-from .errors import ConfigError, LabelError, MeshError
+from .errors import LabelError, MeshError
 from .sim.blocks import kuhn_tets, orient_positive, signed_volumes
 from .volume import LabelMap
 
@@ -222,11 +222,10 @@ def volume_mesh(labels: LabelMap, structures, cfg, size_mm: float):
     a one-line warning, when it is not installed, fails or misses the quality goals. The mesh's field data
     record the mesher asked for, the one that ran and the reason for a fallback."""
     from .mesh import TetMesh
-    from .tetgenmesh import MESHERS, tetgen_volume_mesh
+    from .config import check_mesher
+    from .tetgenmesh import tetgen_volume_mesh
 
-    asked = str(getattr(cfg, "mesher", "auto"))
-    if asked not in MESHERS:
-        raise ConfigError(f"mesh.mesher must be one of {', '.join(MESHERS)}, not '{asked}'")
+    asked = check_mesher(getattr(cfg, "mesher", "auto"))
     reason = None
     if asked == "tetgen":
         mesh, reason = tetgen_volume_mesh(labels, structures, cfg, size_mm)
