@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,24 @@ def test_tetgen_result_missing_the_goals_falls_back(phantom, monkeypatch, corner
     assert q["mesher"] == "surgtwin-kuhn-grid+snap" and reason in q["fallback_reason"]
     assert q["fallback_reason"].startswith("tetgen mesh of 'kidney_right'")
     assert abs(q["regions"]["kidney_right"]["error_percent"]) <= 2.0
+
+
+def _crash(*args):
+    os._exit(139)   # the child dies at once, as when TetGen segfaults
+
+
+def test_a_crash_inside_tetgen_is_a_mesh_error(monkeypatch):
+    import multiprocessing
+
+    import pyvista as pv
+
+    from surgtwin.errors import MeshError
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("the patched child needs the fork start method")
+    monkeypatch.setattr(tgm, "_run_tetgen", _crash)
+    with pytest.raises(MeshError, match="tetgen failed on 'kidney_right': A process in the process pool"):
+        tgm._tetrahedralize(pv.Cube().triangulate(), 6.0, "kidney_right", True)
 
 
 def test_multi_region_and_refinement_use_the_grid_mesher(phantom, monkeypatch):
