@@ -96,11 +96,11 @@ def tetgen_row(case: str, labels: LabelMap, name: str, size_mm: float) -> dict:
     voxel = float(min(labels.image.GetSpacing()))
     t = time.perf_counter()
     try:
-        points, tets = mesh_tetgen(labels, name, size_mm=size_mm)
+        points, tets, tags = mesh_tetgen(labels, name, size_mm=size_mm)
     except MeshError as exc:
         return {"case": case, "structure": name, "fallback_reason": str(exc)}
     seconds = time.perf_counter() - t
-    mesh = TetMesh.from_arrays(points, tets, np.full(len(tets), labels.table.id_of(name)), labels.table)
+    mesh = TetMesh.from_arrays(points, tets, tags, labels.table)
     q = tet_quality(mesh.points, mesh.tets)
     label_ml = labels.volumes_ml()[name]
     return {"case": case, "structure": name, "mesher": f"tetgen {tetgen_version()}", "size_mm": size_mm,

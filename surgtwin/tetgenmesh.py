@@ -85,15 +85,20 @@ def _incidence(tets: np.ndarray, n_points: int) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(len(rows), bool), (tets.ravel(), rows)), shape=(n_points, len(tets)))
 
 
-def _boundary(tets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Number of boundary faces of each tet, and the boundary-node mask."""
+def _boundary(tets: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Number of boundary faces of each tet, and the mask of the nodes on the boundary or on a face between
+    two labels (region interfaces: kept in place like the boundary)."""
     from .mesh import tet_faces
 
     faces, owner = tet_faces(tets)
     _, inv, counts = np.unique(np.sort(faces, 1), axis=0, return_inverse=True, return_counts=True)
-    single = counts[inv.ravel()] == 1
+    inv = inv.ravel()
+    single = counts[inv] == 1
+    first = np.full(len(counts), -1)
+    first[inv[::-1]] = labels[owner[::-1]]                 # the label of one tet at each face
+    interface = ~single & (labels[owner] != first[inv])
     on = np.zeros(int(tets.max()) + 1, bool)
-    on[faces[single].ravel()] = True
+    on[faces[single | interface].ravel()] = True
     return np.bincount(owner[single], minlength=len(tets)), on
 
 
@@ -107,15 +112,15 @@ def _star_quality(x: np.ndarray) -> np.ndarray:
     return np.where(ok, ang.min(1), -1.0)
 
 
-def _peel(points, tets, min_deg):
+def _peel(points, tets, labels, min_deg):
     """Drop slivers with two or more boundary faces (flat tets lying on the surface) while there are any."""
     while True:
         quality = dihedral_angles(points, tets).min(1)
-        n_boundary, on_boundary = _boundary(tets)
+        n_boundary, on_boundary = _boundary(tets, labels)
         peel = (quality < min_deg) & (n_boundary >= 2)
         if not peel.any():
-            return tets, quality, on_boundary
-        tets = tets[~peel]
+            return tets, labels, quality, on_boundary
+        tets, labels = tets[~peel], labels[~peel]
 
 
 def _smooth(points, tets, quality, on_boundary, min_deg, sweeps, boundary_step, rng):
@@ -210,14 +215,14 @@ def _remove_face(points, tets, t, u, old_quality):
     return cand if float(dihedral_angles(points, cand).min()) > old_quality else None
 
 
-def _flip(points, tets, quality, min_deg):
+def _flip(points, tets, labels, quality, min_deg):
     """One round of edge removal (each edge of a sliver), then face removal (each face), on the slivers;
-    each tet is changed at most once a round."""
+    each tet is changed at most once a round, and only tets of one label together."""
     from .tetgrid import EDGES
 
     inc = _incidence(tets, len(points))
     alive = np.ones(len(tets), bool)
-    new = []
+    new, new_labels = [], []
     for t in np.flatnonzero(quality < min_deg):
         options = [(tets[t, i], tets[t, j], np.intersect1d(inc[tets[t, i]].indices, inc[tets[t, j]].indices))
                    for i, j in EDGES]
@@ -227,7 +232,7 @@ def _flip(points, tets, quality, min_deg):
             if len(shared) == 2:          # an interior face: the other tet across it
                 options.append((None, None, shared))
         for a, b, ids in options:
-            if not alive[ids].all():
+            if not alive[ids].all() or (labels[ids] != labels[t]).any():
                 continue
             old = float(quality[ids].min())
             done = (_remove_face(points, tets, ids[0], ids[1], old) if a is None
@@ -235,14 +240,15 @@ def _flip(points, tets, quality, min_deg):
             if done is not None:
                 alive[ids] = False
                 new.append(done)
+                new_labels.append(np.full(len(done), labels[t]))
                 break
     if not new:
-        return tets, False
-    return np.vstack([tets[alive], *new]), True
+        return tets, labels, False
+    return np.vstack([tets[alive], *new]), np.concatenate([labels[alive], *new_labels]), True
 
 
-def repair_slivers(points: np.ndarray, tets: np.ndarray, min_deg: float = MIN_DIHEDRAL_DEG, *, sweeps: int = 8,
-                   boundary_step: float = 0.1, rounds: int = 4):
+def repair_slivers(points: np.ndarray, tets: np.ndarray, labels: np.ndarray | None = None,
+                   min_deg: float = MIN_DIHEDRAL_DEG, *, sweeps: int = 8, boundary_step: float = 0.1, rounds: int = 4):
     """Remove the slivers (min dihedral < ``min_deg``) a Delaunay mesher leaves. A sliver with two or more
     faces on the boundary (a flat tet lying on the surface) is peeled off (its removal keeps the boundary
     closed). The nodes of the others are moved to the best of a few candidate positions (the centroid of
@@ -251,49 +257,59 @@ def repair_slivers(points: np.ndarray, tets: np.ndarray, min_deg: float = MIN_DI
     mean edge length (the surface moves by that). Slivers left then get edge removal (the tets around one
     of their interior edges re-triangulated) or face removal (a 2-3 flip with a neighbour), when that
     improves the worst angle there, up to ``rounds`` times, each followed by peeling and smoothing again;
-    the nodes of any still left are smoothed with 2 and then 4 times the boundary step. Positive tets in; (points, tets) out, positive."""
+    the nodes of any still left are smoothed with 2 and then 4 times the boundary step. With ``labels`` (per
+    tet), nodes on faces between labels move like boundary nodes and flips keep to one label. Positive tets
+    in; (points, tets, labels) out, positive."""
     points = np.array(points, dtype=np.float64)
+    labels = np.zeros(len(tets), np.int32) if labels is None else np.asarray(labels, np.int32)
     rng = np.random.default_rng(0)
     for _ in range(rounds + 1):
-        tets, quality, on_boundary = _peel(points, tets, min_deg)
+        tets, labels, quality, on_boundary = _peel(points, tets, labels, min_deg)
         _smooth(points, tets, quality, on_boundary, min_deg, sweeps, boundary_step, rng)
         if (quality >= min_deg).all():
             break
-        tets, changed = _flip(points, tets, quality, min_deg)
+        tets, labels, changed = _flip(points, tets, labels, quality, min_deg)
         if not changed:
             break
     for step in (2 * boundary_step, 4 * boundary_step):  # the few left: their boundary nodes move further
-        tets, quality, on_boundary = _peel(points, tets, min_deg)
+        tets, labels, quality, on_boundary = _peel(points, tets, labels, min_deg)
         if (quality >= min_deg).all():
             break
         _smooth(points, tets, quality, on_boundary, min_deg, sweeps, step, rng)
     used, inverse = np.unique(tets, return_inverse=True)
-    return points[used], inverse.reshape(-1, 4)
+    return points[used], inverse.reshape(-1, 4), labels
 
 
-def _run_tetgen(points: np.ndarray, faces: np.ndarray, options: dict):
-    """TetGen on a closed triangle surface (in a child process: see ``_tetrahedralize``)."""
+def _run_tetgen(points: np.ndarray, faces: np.ndarray, regions, options: dict):
+    """TetGen on closed triangle surfaces (in a child process: see ``_tetrahedralize``)."""
     import tetgen
 
-    nodes, elems, *_ = tetgen.TetGen(points, faces).tetrahedralize(**options)
-    return np.asarray(nodes, np.float64), np.asarray(elems, np.int64)
+    gen = tetgen.TetGen(points, faces)
+    for label, inside in regions:
+        gen.add_region(int(label), inside)
+    nodes, elems, attr, *_ = gen.tetrahedralize(**options, regionattrib=bool(regions))
+    labels = np.asarray(attr, np.float64).ravel().astype(np.int32) if regions else None
+    return np.asarray(nodes, np.float64), np.asarray(elems, np.int64), labels
 
 
-def _tetrahedralize(surf, size_mm: float, name: str, keep_surface: bool):
-    """TetGen on a closed surface: radius-edge 1.5, dihedral 10 deg, sliver optimisation up to 160 deg, tets of
-    at most ``size_mm``^3 / 6; ``keep_surface``: no Steiner points on the surface (TetGen's -Y). TetGen runs
-    in a child process, so that a crash inside it (it segfaults on some inputs) is a ``MeshError`` here, not
-    the end of the run. Positive tets."""
+def _tetrahedralize(surfaces, regions, size_mm: float, name: str, keep_surface: bool):
+    """TetGen on closed, disjoint surfaces (the outer one first): radius-edge 1.5, dihedral 10 deg, sliver
+    optimisation up to 160 deg, tets of at most ``size_mm``^3 / 6; ``keep_surface``: no Steiner points on the
+    surfaces (TetGen's -Y); ``regions``: (label, point inside) per region, each tet tagged by its region.
+    TetGen runs in a child process, so that a crash inside it (it segfaults on some inputs) is a
+    ``MeshError`` here, not the end of the run. Positive tets; (points, tets, labels or None)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     options = dict(quality=True, minratio=1.5, mindihedral=MIN_DIHEDRAL_DEG, optmaxdihedral=160.0,
                    maxvolume=size_mm ** 3 / 6.0, steinerleft=-1, nobisect=keep_surface)
-    faces = surf.faces.reshape(-1, 4)[:, 1:].astype(np.int32)
+    offsets = np.cumsum([0] + [s.n_points for s in surfaces])
+    points = np.vstack([np.asarray(s.points, np.float64) for s in surfaces])
+    faces = np.vstack([s.faces.reshape(-1, 4)[:, 1:] + o for s, o in zip(surfaces, offsets)]).astype(np.int32)
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     try:
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            points, tets = pool.submit(_run_tetgen, np.asarray(surf.points, np.float64), faces, options).result()
+            points, tets, labels = pool.submit(_run_tetgen, points, faces, list(regions), options).result()
     except Exception as exc:  # the wrapper's RuntimeError, a crashed child: one line for the fallback reason
         why = (str(exc).splitlines() or [""])[0] or type(exc).__name__
         raise MeshError(f"tetgen failed on '{name}': {why}") from None
@@ -301,37 +317,92 @@ def _tetrahedralize(surf, size_mm: float, name: str, keep_surface: bool):
         raise MeshError(f"tetgen gave no tetrahedra for '{name}'")
     flip = signed_volumes(points, tets) < 0
     tets[flip] = tets[flip][:, [0, 2, 1, 3]]
-    return points, tets
+    return points, tets, labels
 
 
-def mesh_tetgen(labelmap: LabelMap, name: str, *, size_mm: float, surface_smoothing: int = 40, max_tries: int = 8):
-    """(points [mm], tets) of one structure by TetGen (see the module docstring): its surface fitted to the
-    label volume and decimated towards edges of ``size_mm`` (``_decimated``), tetrahedralized and the
-    slivers repaired. Tried, at most ``max_tries`` TetGen runs, until the repaired mesh has no dihedral
-    angle under ``MIN_DIHEDRAL_DEG``: for each surface, kept as it is (fewest and largest elements), then
-    split where TetGen needs (small elements near the surface), unless TetGen found it self-intersecting;
-    the last mesh is returned.
+def _inside_point(labelmap: LabelMap, mask: sitk.Image) -> list:
+    """The physical point of a mask farthest from its boundary (a seed for a TetGen region)."""
+    depth = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(mask, insideIsPositive=True, squaredDistance=False,
+                                                                useImageSpacing=True))
+    k, j, i = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return list(labelmap.image.TransformIndexToPhysicalPoint((int(i), int(j), int(k))))
+
+
+def _region_masks(labelmap: LabelMap, structures, envelope_mm: float):
+    """(name, mask) of the meshed region (the organ ``structures[0]`` and the others inside its closed
+    envelope) and of each other structure inside that envelope."""
+    from .mesh import organ_envelope
+
+    table = labelmap.table
+    organ = structures[0]
+    arr = sitk.GetArrayViewFromImage(labelmap.image)
+    env = organ_envelope(labelmap, table.id_of(organ), envelope_mm)
+    env = sitk.GetArrayViewFromImage(sitk.Resample(env, labelmap.image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0
+    out = []
+    for name in structures[1:]:
+        inner = (arr == table.id_of(name)) & env
+        if inner.any():
+            out.append((name, inner))
+    union = (arr == table.id_of(organ)) | np.any([m for _, m in out], axis=0) if out else arr == table.id_of(organ)
+    masks = [(organ, union)] + out
+    images = []
+    for name, m in masks:
+        img = sitk.GetImageFromArray(m.astype(np.uint8))
+        img.CopyInformation(labelmap.image)
+        images.append((name, img))
+    return images
+
+
+def mesh_tetgen(labelmap: LabelMap, structures, *, size_mm: float, surface_smoothing: int = 40,
+                envelope_mm: float = 8.0, max_tries: int = 8):
+    """(points [mm], tets, labels) of ``structures`` (names; one, or an organ first and structures inside it)
+    by TetGen (see the module docstring): each surface fitted to its label volume and decimated towards edges
+    of ``size_mm`` (``_decimated``), the outer one bounding the organ with the others inside its envelope,
+    the others becoming internal surfaces and tagged regions; tetrahedralized, the slivers repaired. Tried,
+    at most ``max_tries`` TetGen runs, until the repaired mesh has no dihedral angle under
+    ``MIN_DIHEDRAL_DEG``: for each set of surfaces, kept as they are (fewest and largest elements), then
+    split where TetGen needs (small elements near them), unless TetGen found them intersecting; the last
+    mesh is returned.
 
     Raises ``ImportError`` without the ``tetgen`` package and ``MeshError`` when no TetGen run succeeds."""
-    mask = labelmap.image == labelmap.table.id_of(name)
+    structures = [structures] if isinstance(structures, str) else list(structures)
+    table = labelmap.table
     voxel_mm3 = float(np.prod(labelmap.image.GetSpacing()))
-    surf = _fitted_surface(mask, name, float(sitk.GetArrayViewFromImage(mask).sum()) * voxel_mm3, surface_smoothing)
-    result, error, tries = None, None, 0
-    for surface in _decimated(surf, size_mm):
+    masks = (_region_masks(labelmap, structures, envelope_mm) if len(structures) > 1
+             else [(structures[0], labelmap.image == table.id_of(structures[0]))])
+    candidates = []
+    for name, mask in masks:
+        surf = _fitted_surface(mask, name, float(sitk.GetArrayViewFromImage(mask).sum()) * voxel_mm3, surface_smoothing)
+        candidates.append(_decimated(surf, size_mm))
+    regions = []
+    if len(masks) > 1:   # the organ's own voxels seed the organ region; each inner structure its own
+        organ_only = labelmap.image == table.id_of(structures[0])
+        regions = [(table.id_of(structures[0]), _inside_point(labelmap, organ_only))]
+        regions += [(table.id_of(name), _inside_point(labelmap, mask)) for name, mask in masks[1:]]
+    result, error, tries, current = None, None, 0, [None] * len(masks)
+    while tries < max_tries:
+        fresh = [next(c, None) for c in candidates]     # the next decimation of each surface
+        if all(f is None for f in fresh):
+            break
+        current = [f if f is not None else c for f, c in zip(fresh, current)]
         for keep in (True, False):
             tries += 1
             try:
-                points, tets = _tetrahedralize(surface, size_mm, name, keep)
+                points, tets, labels = _tetrahedralize(current, regions, size_mm, structures[0], keep)
             except MeshError as exc:
+                if "self-intersect" in str(exc) and len(masks) > 1:
+                    exc = MeshError(f"{exc} ({', '.join(n for n, _ in masks)} cross: does one leave the organ?)")
                 error = error or exc
                 if "self-intersect" in str(exc):
-                    break              # the same surface with splitting fails the same way: the next one
+                    break              # the same surfaces with splitting fail the same way: the next ones
                 continue
-            result = repair_slivers(points, tets)
-            if dihedral_angles(*result).min() >= MIN_DIHEDRAL_DEG or tries >= max_tries:
+            if labels is None:
+                labels = np.full(len(tets), table.id_of(structures[0]), np.int32)
+            elif (labels == 0).any():
+                raise MeshError(f"tetgen left {int((labels == 0).sum())} elements of '{structures[0]}' in no region")
+            result = repair_slivers(points, tets, labels)
+            if dihedral_angles(*result[:2]).min() >= MIN_DIHEDRAL_DEG or tries >= max_tries:
                 return result
-        if tries >= max_tries:
-            break
     if result is None:
         raise error
     return result
@@ -356,27 +427,25 @@ def quality_failure(mesh, labels: LabelMap) -> str | None:
 
 def tetgen_volume_mesh(labels: LabelMap, structures, cfg, size_mm: float):
     """(TetMesh, None) when TetGen meshes ``structures`` as a MeshConfig ``cfg`` asks and meets the goals,
-    else (None, the one-line reason): not installed, several structures (regions), refinement or a joint
-    mesh asked, TetGen failed, or ``quality_failure``."""
+    else (None, the one-line reason): not installed, refinement or a joint mesh asked, TetGen failed (e.g.
+    a vessel leaving the organ: its surface crosses the organ's), or ``quality_failure``."""
     from .mesh import TetMesh
 
     version = tetgen_version()
     if version is None:
         return None, "tetgen is not installed (pip install surgtwin[tetgen])"
-    if len(structures) > 1 or cfg.joint:
-        return None, (f"tetgen meshes one structure here; {', '.join(structures)} as tagged regions of one "
-                      "mesh need the grid mesher")
+    if cfg.joint:
+        return None, "joint meshes (mesh.joint) need the grid mesher"
     if cfg.refine_near and int(cfg.refine_ratio) > 1:
         return None, "mesh.refine_near needs the grid mesher"
-    name = structures[0]
     try:
-        points, tets = mesh_tetgen(labels, name, size_mm=size_mm, surface_smoothing=cfg.surface_smoothing)
+        points, tets, tags = mesh_tetgen(labels, structures, size_mm=size_mm, surface_smoothing=cfg.surface_smoothing)
     except MeshError as exc:
         return None, str(exc)
-    mesh = TetMesh.from_arrays(points, tets, np.full(len(tets), labels.table.id_of(name)), labels.table)
+    mesh = TetMesh.from_arrays(points, tets, tags, labels.table)
     failure = quality_failure(mesh, labels)
     if failure is not None:
-        return None, f"tetgen mesh of '{name}': {failure}"
+        return None, f"tetgen mesh of '{structures[0]}': {failure}"
     mesh.grid.field_data["mesher"] = np.array([f"tetgen {version}+sliver-repair"])
     mesh.grid.field_data["size_mm"] = np.array([size_mm])
     return mesh, None

@@ -73,7 +73,8 @@ def test_tetgen_not_installed_falls_back_to_grid(phantom, monkeypatch, caplog):
 ])
 def test_tetgen_result_missing_the_goals_falls_back(phantom, monkeypatch, corners, reason):
     monkeypatch.setattr(tgm, "tetgen_version", lambda: "0.0-test")
-    monkeypatch.setattr(tgm, "mesh_tetgen", lambda *a, **k: (np.array(corners, float) * 30.0, np.array([[0, 1, 2, 3]])))
+    monkeypatch.setattr(tgm, "mesh_tetgen", lambda labels, *a, **k: (np.array(corners, float) * 30.0, np.array([[0, 1, 2, 3]]),
+                                                                   np.array([labels.table.id_of("kidney_right")])))
     mesh, q = _mesh(phantom, ["kidney_right"], "tetgen")
     assert q["mesher"] == "surgtwin-kuhn-grid+snap" and reason in q["fallback_reason"]
     assert q["fallback_reason"].startswith("tetgen mesh of 'kidney_right'")
@@ -95,16 +96,44 @@ def test_a_crash_inside_tetgen_is_a_mesh_error(monkeypatch):
         pytest.skip("the patched child needs the fork start method")
     monkeypatch.setattr(tgm, "_run_tetgen", _crash)
     with pytest.raises(MeshError, match="tetgen failed on 'kidney_right': A process in the process pool"):
-        tgm._tetrahedralize(pv.Cube().triangulate(), 6.0, "kidney_right", True)
+        tgm._tetrahedralize([pv.Cube().triangulate()], [], 6.0, "kidney_right", True)
 
 
-def test_multi_region_and_refinement_use_the_grid_mesher(phantom, monkeypatch):
+def test_joint_and_refined_meshes_use_the_grid_mesher(phantom, monkeypatch):
     monkeypatch.setattr(tgm, "tetgen_version", lambda: "0.0-test")
     monkeypatch.setattr(tgm, "mesh_tetgen", lambda *a, **k: pytest.fail("tetgen must not run here"))
-    _, q = _mesh(phantom, ["liver", "liver_tumor"], "tetgen")
-    assert "need the grid mesher" in q["fallback_reason"] and set(q["regions"]) == {"liver", "liver_tumor"}
+    _, q = _mesh(phantom, ["liver", "kidney_right"], "tetgen", joint=True)
+    assert q["fallback_reason"] == "joint meshes (mesh.joint) need the grid mesher"
+    assert set(q["regions"]) == {"liver", "kidney_right"}
     _, q = _mesh(phantom, ["kidney_right"], "tetgen", refine_near=["kidney_right"])
     assert q["fallback_reason"] == "mesh.refine_near needs the grid mesher"
+
+
+def test_liver_with_tumour_by_tetgen_has_conforming_regions():
+    pytest.importorskip("tetgen")
+    phantom = make_phantom(PhantomConfig())[1]   # 2.5 mm: at 3-4 mm the tumour touches the liver's surface
+    cfg = MeshConfig(organ="liver", structures=["liver", "liver_tumor"], size_mm=6.0, mesher="tetgen")
+    mesh = volume_mesh(phantom, cfg.structures, cfg, cfg.size_mm)
+    q = mesh_quality(mesh, phantom)
+    assert q["mesher"].startswith("tetgen ") and "fallback_reason" not in q, q.get("fallback_reason")
+    assert q["inverted_elements"] == 0 and q["min_dihedral_deg"] >= 10.0
+    assert set(q["regions"]) == {"liver", "liver_tumor"}
+    assert all(abs(r["error_percent"]) <= 2.0 for r in q["regions"].values()), q["regions"]
+    from surgtwin.mesh import boundary_faces
+
+    tumour = mesh.labels == phantom.table.id_of("liver_tumor")
+    around = boundary_faces(mesh.tets[tumour])                  # the tumour's surface inside the mesh ...
+    outer = {tuple(sorted(f)) for f in boundary_faces(mesh.tets)}
+    liver = {tuple(sorted(f)) for f in mesh.tets[~tumour][:, [[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]]].reshape(-1, 3)}
+    shared = {tuple(sorted(f)) for f in around}
+    assert shared and not shared & outer and shared <= liver   # ... is all faces shared with liver elements
+
+
+def test_vessels_leaving_the_liver_fall_back_to_the_grid(phantom):
+    pytest.importorskip("tetgen")
+    _, q = _mesh(phantom, ["liver", "portal_vein_and_splenic_vein"], "tetgen")
+    assert q["mesher"] == "surgtwin-kuhn-grid+snap" and "self-intersections" in q["fallback_reason"]
+    assert "does one leave the organ?" in q["fallback_reason"]
 
 
 def test_repair_slivers_peels_a_flat_boundary_tet_and_moves_an_interior_node():
@@ -123,11 +152,11 @@ def test_repair_slivers_peels_a_flat_boundary_tet_and_moves_an_interior_node():
     tets, _ = orient_positive(pts, np.vstack([tets, [[*top, apex]]]))
     assert tgm.dihedral_angles(pts, tets).min(1)[-1] < 2.0 and (tgm.dihedral_angles(pts, tets).min(1) < 10).sum() >= 3
     for step in (0.0, 0.1):                          # boundary nodes fixed / free to move 0.1 x their edges
-        new_pts, new_tets = tgm.repair_slivers(pts, tets, boundary_step=step)
+        new_pts, new_tets, _ = tgm.repair_slivers(pts, tets, boundary_step=step)
         assert tgm.dihedral_angles(new_pts, new_tets).min() >= 10.0 and (signed_volumes(new_pts, new_tets) > 0).all()
         assert len(new_tets) == len(tets) - 1 and len(new_pts) == len(pts) - 1   # the glued sliver peeled
         assert np.linalg.norm(new_pts[:8] - corners, axis=1).max() <= 0.15 * step / 0.1
-    new_pts, _ = tgm.repair_slivers(pts, tets, boundary_step=0.0)
+    new_pts, _, _ = tgm.repair_slivers(pts, tets, boundary_step=0.0)
     assert new_pts[8, 2] > 0.2                       # with the boundary fixed, the centre node moved up
 
 
