@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                                                           "interface faces, no organ envelope (mesh.joint)")
     sp.add_argument("--mesher", choices=list(MESHERS),
                     help="volume mesher (mesh.mesher): auto = grid, the built-in mesher; tetgen = the optional AGPL "
-                         "extra (pip install surgtwin[tetgen]) for one structure, falling back to grid")
+                         "extra (pip install surgtwin[tetgen]) for one organ (with structures inside it), "
+                         "falling back to grid")
     sp = add("simulate", "rehearse the procedure on a mesh: pre-op equilibrium, resection, remnant; writes report.json",
              inputs=[("mesh", "volume.vtu from 'surgtwin mesh', or a mesh folder")])
     sp.add_argument("--labels", type=Path, help="label map the mesh came from (for boundary.fix_near)")

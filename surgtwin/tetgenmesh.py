@@ -1,17 +1,17 @@
-"""The optional TetGen volume mesher (``pip install surgtwin[tetgen]``) and the mesher choice with its fallback.
+"""The optional TetGen volume mesher (``pip install surgtwin[tetgen]``), its sliver repair and fallback.
 
 TetGen (H. Si) and its Python wrapper ``tetgen`` are AGPL-3.0: surgtwin (Apache-2.0) never needs them, imports
-them only here and only when ``mesh.mesher=tetgen`` asks. The grid mesher (``surgtwin.tetgrid``) is the default
-and the fallback.
+them only here, in a child process, and only when ``mesh.mesher=tetgen`` asks. The grid mesher
+(``surgtwin.tetgrid``) is the default and the fallback (``tetgrid.volume_mesh`` chooses).
 
-TetGen path: the repaired, watertight surface of the meshed region (``mask_surface``: flying edges on the
-blurred mask, largest shell, Taubin smoothing) is offset along its normals until it holds the label volume,
-tetrahedralized with a radius-edge / dihedral bound and TetGen's sliver optimisation, and the slivers TetGen
-leaves are repaired here: a sliver with two faces on the boundary is peeled off (a flat tet lying on the
-surface), and the interior nodes of the others are moved to the position of best star quality. Each tet takes
-the label at its centroid, as in the grid mesher. The result is then measured; an inverted element, a
-dihedral angle under ``MIN_DIHEDRAL_DEG`` or a region volume off by more than ``MAX_VOLUME_ERROR_PERCENT``
-makes the caller fall back to the grid mesher, with the reason recorded.
+TetGen path (``mesh_tetgen``): the watertight surfaces of the meshed region (``mask_surface``: flying edges on
+the blurred mask, largest shell, Taubin smoothing; one for the organ and what lies inside its envelope, one
+per inner structure, which becomes an internal surface and a tagged region) with iso-levels fitted to the
+label volumes, decimated towards the element size, tetrahedralized with a radius-edge / dihedral bound and
+TetGen's sliver optimisation; the slivers TetGen leaves are repaired here (``repair_slivers``: peeling,
+node smoothing, edge and face removal). The result is then measured (``quality_failure``): an inverted
+element, a dihedral angle under ``MIN_DIHEDRAL_DEG`` or a region volume off by more than
+``MAX_VOLUME_ERROR_PERCENT`` makes the caller fall back to the grid mesher, with the reason recorded.
 """
 from __future__ import annotations
 
@@ -151,7 +151,8 @@ def _smooth(points, tets, quality, on_boundary, min_deg, sweeps, boundary_step, 
             cands = np.array(cands)
             if on_boundary[v]:  # a boundary node stays near the surface
                 d = cands - points[v]
-                cands = points[v] + d * np.minimum(1.0, boundary_step * h / np.maximum(np.linalg.norm(d, axis=1), 1e-300))[:, None]
+                scale = np.minimum(1.0, boundary_step * h / np.maximum(np.linalg.norm(d, axis=1), 1e-300))
+                cands = points[v] + d * scale[:, None]
             trial = np.repeat(x[None], len(cands), 0)
             trial[:, here] = cands[:, None, :]
             score = _star_quality(trial)
@@ -337,7 +338,8 @@ def _region_masks(labelmap: LabelMap, structures, envelope_mm: float):
     organ = structures[0]
     arr = sitk.GetArrayViewFromImage(labelmap.image)
     env = organ_envelope(labelmap, table.id_of(organ), envelope_mm)
-    env = sitk.GetArrayViewFromImage(sitk.Resample(env, labelmap.image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0
+    env = sitk.Resample(env, labelmap.image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    env = sitk.GetArrayViewFromImage(env) > 0
     out = []
     for name in structures[1:]:
         inner = (arr == table.id_of(name)) & env

@@ -73,8 +73,8 @@ def test_tetgen_not_installed_falls_back_to_grid(phantom, monkeypatch, caplog):
 ])
 def test_tetgen_result_missing_the_goals_falls_back(phantom, monkeypatch, corners, reason):
     monkeypatch.setattr(tgm, "tetgen_version", lambda: "0.0-test")
-    monkeypatch.setattr(tgm, "mesh_tetgen", lambda labels, *a, **k: (np.array(corners, float) * 30.0, np.array([[0, 1, 2, 3]]),
-                                                                   np.array([labels.table.id_of("kidney_right")])))
+    one_tet = (np.array(corners, float) * 30.0, np.array([[0, 1, 2, 3]]), np.array([phantom.table.id_of("kidney_right")]))
+    monkeypatch.setattr(tgm, "mesh_tetgen", lambda *a, **k: one_tet)
     mesh, q = _mesh(phantom, ["kidney_right"], "tetgen")
     assert q["mesher"] == "surgtwin-kuhn-grid+snap" and reason in q["fallback_reason"]
     assert q["fallback_reason"].startswith("tetgen mesh of 'kidney_right'")
@@ -124,7 +124,8 @@ def test_liver_with_tumour_by_tetgen_has_conforming_regions():
     tumour = mesh.labels == phantom.table.id_of("liver_tumor")
     around = boundary_faces(mesh.tets[tumour])                  # the tumour's surface inside the mesh ...
     outer = {tuple(sorted(f)) for f in boundary_faces(mesh.tets)}
-    liver = {tuple(sorted(f)) for f in mesh.tets[~tumour][:, [[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]]].reshape(-1, 3)}
+    corners = [[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]]
+    liver = {tuple(sorted(f)) for f in mesh.tets[~tumour][:, corners].reshape(-1, 3)}
     shared = {tuple(sorted(f)) for f in around}
     assert shared and not shared & outer and shared <= liver   # ... is all faces shared with liver elements
 
