@@ -3,7 +3,8 @@
 Per structure: surface watertight/manifold, surface HD95 in voxels, tet count, inverted elements,
 min dihedral angle, mesh volume error vs the label map, seconds; the time to mesh the phantom liver
 at about 100k tets; the phantom liver with and without refinement near its tumour and vessels (tets,
-dihedral percentiles, explicit time step for liver tissue); and joint liver + right kidney meshes.
+dihedral percentiles, explicit time step for liver tissue); joint liver + right kidney meshes; and, when
+the optional ``tetgen`` extra is installed, the TetGen mesher on the same structures.
 
     python benchmarks/meshing.py [--data ../shared/data] [--json PATH]
 """
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from surgtwin.biomech import tissue_library
-from surgtwin.config import PhantomConfig
+from surgtwin.config import MeshConfig, PhantomConfig
+from surgtwin.errors import MeshError
 from surgtwin.labels import LabelTable
 from surgtwin.mesh import SurfaceMesh, TetMesh, surface_hd95_mm, tet_faces, tet_quality
 from surgtwin.meshquality import dihedral_distribution, explicit_time_step
@@ -86,6 +88,79 @@ def measure(case: str, labels: LabelMap, name: str, size_mm: float) -> dict:
             "seconds": seconds, "size_mm": size_mm}
 
 
+def tetgen_row(case: str, labels: LabelMap, name: str, size_mm: float) -> dict:
+    """One structure by the optional TetGen mesher (``mesh.mesher=tetgen``), and whether it would be kept
+    (else the reason the grid mesher takes over)."""
+    from surgtwin.tetgenmesh import mesh_tetgen, quality_failure, tetgen_version
+
+    voxel = float(min(labels.image.GetSpacing()))
+    t = time.perf_counter()
+    try:
+        points, tets, tags = mesh_tetgen(labels, name, size_mm=size_mm)
+    except MeshError as exc:
+        return {"case": case, "structure": name, "fallback_reason": str(exc)}
+    seconds = time.perf_counter() - t
+    mesh = TetMesh.from_arrays(points, tets, tags, labels.table)
+    q = tet_quality(mesh.points, mesh.tets)
+    label_ml = labels.volumes_ml()[name]
+    return {"case": case, "structure": name, "mesher": f"tetgen {tetgen_version()}", "size_mm": size_mm,
+            "tets": int(len(tets)), "nodes": int(len(points)), "seconds": seconds,
+            "inverted": int((mesh.tet_volumes_mm3() <= 0).sum()),
+            "min_dihedral_deg": float(q["min_dihedral_deg"].min()),
+            "max_dihedral_deg": float(q["max_dihedral_deg"].max()),
+            "p1_min_dihedral_deg": float(np.percentile(q["min_dihedral_deg"], 1)),
+            "volume_error_percent": 100.0 * (sum(mesh.volumes_ml().values()) - label_ml) / label_ml,
+            "mesh_hd95_voxels": surface_hd95_mm(mesh.grid.extract_surface(algorithm="dataset_surface"), labels,
+                                                [name]) / voxel,
+            "explicit_dt_liver_s": explicit_time_step(mesh.points, mesh.tets, tissue_library()["liver"])["stable_dt_s"],
+            "fallback_reason": quality_failure(mesh, labels)}
+
+
+def tetgen_rows(cases: dict) -> list[dict]:
+    """TetGen rows for every structure measured by the grid mesher (empty without the extra)."""
+    from surgtwin.tetgenmesh import tetgen_version, tetgen_volume_mesh
+
+    if tetgen_version() is None:
+        print("\ntetgen is not installed (pip install surgtwin[tetgen]): no TetGen rows")
+        return []
+    rows = [tetgen_row(case, labels, name, 4.0 if name == "aorta" else 6.0) for case, labels in cases.items()
+            for name in STRUCTURES if labels.volumes_ml().get(name, 0.0) > 5.0]
+    print("\noptional TetGen mesher (mesh.mesher=tetgen) at 6 mm (aorta 4 mm), single structures:")
+    print(f"{'case':<16} {'structure':<13} {'tets':>7} {'s':>6} {'min dih':>7} {'p1 dih':>6} {'max dih':>7} "
+          f"{'vol err %':>9} {'HD95':>6} {'dt liver s':>10}  kept?")
+    for r in rows:
+        if "tets" not in r:
+            print(f"{r['case']:<16} {r['structure']:<13} tetgen failed, grid: {r['fallback_reason']}")
+            continue
+        print(f"{r['case']:<16} {r['structure']:<13} {r['tets']:>7} {r['seconds']:>6.2f} {r['min_dihedral_deg']:>7.1f} "
+              f"{r['p1_min_dihedral_deg']:>6.1f} {r['max_dihedral_deg']:>7.1f} {r['volume_error_percent']:>9.2f} "
+              f"{r['mesh_hd95_voxels']:>5.2f}v {r['explicit_dt_liver_s']:>10.2e}  "
+              f"{'yes' if r['fallback_reason'] is None else 'no, grid: ' + r['fallback_reason']}")
+    print("\nTetGen with regions (mesh.mesher=tetgen, 6 mm): phantom liver and structures inside it")
+    for names in (HEPATIC[:2], HEPATIC):
+        if "phantom" not in cases:
+            break
+        labels = cases["phantom"]
+        cfg = MeshConfig(organ="liver", structures=list(names), mesher="tetgen")
+        t = time.perf_counter()
+        mesh, reason = tetgen_volume_mesh(labels, list(names), cfg, 6.0)
+        row = {"case": "phantom", "structures": list(names), "seconds": time.perf_counter() - t,
+               "fallback_reason": reason}
+        if mesh is not None:
+            label_ml = labels.volumes_ml()
+            row.update(tets=int(len(mesh.tets)), inverted=int((mesh.tet_volumes_mm3() <= 0).sum()),
+                       min_dihedral_deg=float(tet_quality(mesh.points, mesh.tets)["min_dihedral_deg"].min()),
+                       volume_error_percent={n: 100.0 * (v - label_ml[n]) / label_ml[n]
+                                             for n, v in mesh.volumes_ml().items()})
+            errs = ", ".join(f"{n} {v:+.2f} %" for n, v in row["volume_error_percent"].items())
+            print(f"{'+'.join(names):<58} {row['tets']:>7} tets, {row['seconds']:.2f} s, min dih "
+                  f"{row['min_dihedral_deg']:.1f}, {row['inverted']} inverted; {errs}")
+        else:
+            print(f"{'+'.join(names):<58} grid: {reason}")
+        rows.append(row)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -134,10 +209,11 @@ def main():
         errs = ", ".join(f"{n} {v:+.2f} %" for n, v in r["volume_error_percent"].items())
         print(f"{r['case']:<16} {'+'.join(r['organs']):<48} {r['tets']:>7} tets, {r['interface_faces']:>4} interface "
               f"faces, min dih {r['min_dihedral_deg']:.1f}, {r['seconds']:.2f} s; {errs}")
+    tetgen = tetgen_rows(cases)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"rows": rows, "liver_100k": {"size_mm": size, "tets": int(len(big.tets)),
                                                                   "seconds": big_s},
-                                     "refinement": refined, "joint": joints}, indent=1) + "\n")
+                                     "refinement": refined, "joint": joints, "tetgen": tetgen}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

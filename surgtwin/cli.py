@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from .config import MESHERS
 from .errors import ConfigError, InputError, SolverError, SurgtwinError
 
 log = logging.getLogger("surgtwin")
@@ -72,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--stl", action="store_true", help="also write the surfaces as STL (mesh.stl)")
     sp.add_argument("--joint", action="store_true", help="mesh the --organs together as neighbours sharing tagged "
                                                           "interface faces, no organ envelope (mesh.joint)")
+    sp.add_argument("--mesher", choices=list(MESHERS),
+                    help="volume mesher (mesh.mesher): auto = grid, the built-in mesher; tetgen = the optional AGPL "
+                         "extra (pip install surgtwin[tetgen]) for one organ (with structures inside it), "
+                         "falling back to grid")
     sp = add("simulate", "rehearse the procedure on a mesh: pre-op equilibrium, resection, remnant; writes report.json",
              inputs=[("mesh", "volume.vtu from 'surgtwin mesh', or a mesh folder")])
     sp.add_argument("--labels", type=Path, help="label map the mesh came from (for boundary.fix_near)")
@@ -230,6 +235,8 @@ def cmd_mesh(args, cfg):
         cfg.mesh.max_tets = args.max_tets
     cfg.mesh.stl = cfg.mesh.stl or args.stl
     cfg.mesh.joint = cfg.mesh.joint or args.joint
+    if args.mesher is not None:
+        cfg.mesh.mesher = args.mesher
     labels = _mesh_input(args.inputs, cfg.mesh.size_mm)
     with _run_folder("mesh", args.out, cfg) as run:
         mesh, surfaces = mesh_structures(labels, cfg.mesh, run)
@@ -444,6 +451,9 @@ def main(argv=None) -> int:
                     setattr(cfg.case, field_, str(value))
         _init_warp(verbose=bool(os.environ.get("SURGTWIN_VERBOSE")))
         _check_device(args.device if args.command in ("bench", "verify") else cfg.solver.device)
+        from .config import check_mesher
+
+        check_mesher(cfg.mesh.mesher)
         if args.command in ("run", "simulate"):  # a bad plan fails before any stage runs
             from .procedure import Procedure
 

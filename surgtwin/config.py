@@ -45,6 +45,18 @@ class SegmentConfig:
     confidence_multiplier: float = 2.5
 
 
+MESHERS = ("auto", "grid", "tetgen")   # mesh.mesher: auto = grid (built-in); tetgen = optional AGPL extra
+
+
+def check_mesher(name) -> str:
+    """``mesh.mesher`` as given, or a one-line ConfigError listing the meshers."""
+    if str(name) not in MESHERS:
+        from .errors import ConfigError
+
+        raise ConfigError(f"mesh.mesher must be one of {', '.join(MESHERS)}, not '{name}'")
+    return str(name)
+
+
 @dataclass
 class MeshConfig:
     organ: str = "liver"             # the simulated organ
@@ -59,6 +71,7 @@ class MeshConfig:
     refine_ratio: int = 2            # coarse / fine element size near refine_near (1, 2, 4 or 8)
     refine_band_mm: float = 10.0     # distance from refine_near within which elements are fine
     joint: bool = False              # every structure an organ of its own, neighbours sharing tagged faces
+    mesher: str = "auto"             # auto | grid (built-in) | tetgen (optional AGPL extra; falls back to grid)
 
 
 @dataclass

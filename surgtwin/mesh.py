@@ -123,8 +123,8 @@ class SurfaceMesh:
         return float(abs(self.mesh.volume)) / 1000.0
 
 
-def mask_surface(mask: sitk.Image, name: str, *, smoothing_iterations: int = 40) -> pv.PolyData:
-    """Closed, manifold surface of a binary mask (LPS mm): flying edges at 0.5 on the mask blurred by
+def mask_surface(mask: sitk.Image, name: str, *, smoothing_iterations: int = 40, level: float = 0.5) -> pv.PolyData:
+    """Closed, manifold surface of a binary mask (LPS mm): flying edges at ``level`` on the mask blurred by
     0.6 voxel, the largest shell, then Taubin smoothing. ``name`` only names the structure in errors."""
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(sitk.Cast(mask > 0, sitk.sitkUInt8))
@@ -137,7 +137,7 @@ def mask_surface(mask: sitk.Image, name: str, *, smoothing_iterations: int = 40)
     grid = pv.ImageData(dimensions=roi.GetSize(), spacing=roi.GetSpacing(), origin=roi.GetOrigin(),
                         direction_matrix=np.array(roi.GetDirection()).reshape(3, 3))
     grid.point_data["mask"] = sitk.GetArrayViewFromImage(roi).ravel()
-    surf = grid.contour([0.5], scalars="mask", method="flying_edges").triangulate().clean()
+    surf = grid.contour([level], scalars="mask", method="flying_edges").triangulate().clean()
     if surf.n_cells == 0:
         raise MeshError(f"structure '{name}' is too thin to give a surface")
     surf = surf.connectivity("largest")

@@ -172,6 +172,8 @@ def mesh_quality(mesh: TetMesh, labels: LabelMap | None, surfaces: dict | None =
     wave_speed = float(np.sqrt((lam + 2 * mu) / liver["density_kg_m3"]))  # dilatational, m/s
     q = {"tets": int(mesh.grid.n_cells), "nodes": int(mesh.grid.n_points),
          "mesher": str(mesh.grid.field_data["mesher"][0]) if "mesher" in mesh.grid.field_data else "unknown",
+         **{key: str(mesh.grid.field_data[key][0]) for key in ("mesher_requested", "fallback_reason")
+            if key in mesh.grid.field_data},
          "inverted_elements": int((vol <= 0).sum()),
          "min_dihedral_deg": round(float(tq["min_dihedral_deg"].min()), 2),
          "median_min_dihedral_deg": round(float(np.median(tq["min_dihedral_deg"])), 2),

@@ -11,6 +11,8 @@ follow the label map at the fine size. The outer boundary is then fitted to the 
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import scipy.sparse as sp
 import SimpleITK as sitk
@@ -21,6 +23,7 @@ from .volume import LabelMap
 
 EDGES = np.array([(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)])
 _KEY = np.int64(1) << 32
+log = logging.getLogger(__name__)
 
 
 def edge_keys(tets: np.ndarray) -> np.ndarray:
@@ -214,9 +217,26 @@ def _refine(labelmap, points, tets, labels, near, present, generations, band_mm,
 
 def volume_mesh(labels: LabelMap, structures, cfg, size_mm: float):
     """The tagged TetMesh of ``structures`` (names) as a MeshConfig ``cfg`` asks: organ envelope or joint
-    organs, graded refinement, boundary fitting."""
+    organs, graded refinement, boundary fitting. ``cfg.mesher``: ``auto`` and ``grid`` are this grid mesher;
+    ``tetgen`` tries the optional TetGen mesher (``surgtwin.tetgenmesh``) and falls back to this one, with
+    a one-line warning, when it is not installed, fails or misses the quality goals. The mesh's field data
+    record the mesher asked for, the one that ran and the reason for a fallback."""
     from .mesh import TetMesh
+    from .config import check_mesher
+    from .tetgenmesh import tetgen_volume_mesh
 
-    return TetMesh.from_labelmap(labels, structures, size_mm=size_mm, organ=None if cfg.joint else cfg.organ,
+    asked = check_mesher(getattr(cfg, "mesher", "auto"))
+    reason = None
+    if asked == "tetgen":
+        mesh, reason = tetgen_volume_mesh(labels, structures, cfg, size_mm)
+        if mesh is not None:
+            mesh.grid.field_data["mesher_requested"] = np.array([asked])
+            return mesh
+        log.warning("mesh.mesher=tetgen: %s; using the grid mesher", reason)
+    mesh = TetMesh.from_labelmap(labels, structures, size_mm=size_mm, organ=None if cfg.joint else cfg.organ,
                                  snap=cfg.snap_boundary, refine_near=list(cfg.refine_near),
                                  refine_ratio=int(cfg.refine_ratio), refine_band_mm=float(cfg.refine_band_mm))
+    mesh.grid.field_data["mesher_requested"] = np.array([asked])
+    if reason is not None:
+        mesh.grid.field_data["fallback_reason"] = np.array([reason])
+    return mesh

@@ -238,6 +238,7 @@ def test_user_folder_is_never_replaced(work):
     (["run", "solver.device=tpu"], "not cpu, cuda"),
     (["run", "case.lesions=[{center_mm:[0,0,0],radius_mm:5,shape:cube}]"], "shape"),
     (["run", "procedure.steps=[{mode:cube}]"], "cube"),
+    (["run", "mesh.mesher=fTetWild"], "mesh.mesher must be one of auto, grid, tetgen"),
     (["bench", "--sizes", "abc"], "--sizes"),
     (["view"], "no display"),
 ])
