@@ -289,11 +289,16 @@ def _run_tetgen(points: np.ndarray, faces: np.ndarray, regions, options: dict):
 
     import tetgen
 
-    os.chdir(tempfile.mkdtemp(prefix="surgtwin-tetgen-"))
-    gen = tetgen.TetGen(points, faces)
-    for label, inside in regions:
-        gen.add_region(int(label), inside)
-    nodes, elems, attr, *_ = gen.tetrahedralize(**options, regionattrib=bool(regions))
+    home = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="surgtwin-tetgen-") as work:
+        os.chdir(work)
+        try:
+            gen = tetgen.TetGen(points, faces)
+            for label, inside in regions:
+                gen.add_region(int(label), inside)
+            nodes, elems, attr, *_ = gen.tetrahedralize(**options, regionattrib=bool(regions))
+        finally:
+            os.chdir(home)
     labels = np.asarray(attr, np.float64).ravel().astype(np.int32) if regions else None
     return np.asarray(nodes, np.float64), np.asarray(elems, np.int64), labels
 
