@@ -79,7 +79,9 @@ def liver_mesh(size_mm: float, cache: Path | None = None):
     points, tets = np.asarray(mesh.points, np.float64) * 1e-3, np.asarray(mesh.tets, np.int64)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, points=points, tets=tets.astype(np.int32))
+        tmp = path.with_name(path.stem + ".part.npz")        # then renamed: a killed run leaves no torn file
+        np.savez_compressed(tmp, points=points, tets=tets.astype(np.int32))
+        os.replace(tmp, path)
     return points, tets
 
 
@@ -249,7 +251,8 @@ def main(argv=None) -> int:
         result["newton_vbd"] = "not run: pass --newton-python (a venv with `pip install newton`)"
     path = args.json or RESULTS / f"simulator-{args.only + '-' if args.only else ''}{args.device}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
+    path.with_suffix(".part").write_text(json.dumps(result, indent=1))
+    os.replace(path.with_suffix(".part"), path)
     print(f"wrote {path}")
     return 0
 

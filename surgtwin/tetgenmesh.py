@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MIN_DIHEDRAL_DEG = 10.0
 MAX_VOLUME_ERROR_PERCENT = 2.0
+TETGEN_TIMEOUT_S = 600.0                # one TetGen run; past it the child is killed and the grid mesher runs
 
 
 def tetgen_version() -> str | None:
@@ -282,48 +283,71 @@ def repair_slivers(points: np.ndarray, tets: np.ndarray, labels: np.ndarray | No
 
 
 def _run_tetgen(points: np.ndarray, faces: np.ndarray, regions, options: dict):
-    """TetGen on closed triangle surfaces (in a child process: see ``_tetrahedralize``). The child works in a
-    temporary folder: TetGen writes its ``_skipped.node/.face`` diagnostics to the working directory."""
-    import os
-    import tempfile
-
+    """TetGen on closed triangle surfaces (in a child process: see ``_tetrahedralize``)."""
     import tetgen
 
-    home = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="surgtwin-tetgen-") as work:
-        os.chdir(work)
-        try:
-            gen = tetgen.TetGen(points, faces)
-            for label, inside in regions:
-                gen.add_region(int(label), inside)
-            nodes, elems, attr, *_ = gen.tetrahedralize(**options, regionattrib=bool(regions))
-        finally:
-            os.chdir(home)
+    gen = tetgen.TetGen(points, faces)
+    for label, inside in regions:
+        gen.add_region(int(label), inside)
+    nodes, elems, attr, *_ = gen.tetrahedralize(**options, regionattrib=bool(regions))
     labels = np.asarray(attr, np.float64).ravel().astype(np.int32) if regions else None
     return np.asarray(nodes, np.float64), np.asarray(elems, np.int64), labels
+
+
+def _child(conn, workdir: str, *args):
+    """Child process: TetGen in ``workdir`` (it writes its ``_skipped.node/.face`` diagnostics to the
+    working directory); sends ("ok", result) or ("error", one line)."""
+    import os
+
+    try:
+        os.chdir(workdir)
+        conn.send(("ok", _run_tetgen(*args)))
+    except Exception as exc:  # the wrapper's RuntimeError and the like: one line for the fallback reason
+        conn.send(("error", (str(exc).splitlines() or [""])[0] or type(exc).__name__))
+    finally:
+        conn.close()
 
 
 def _tetrahedralize(surfaces, regions, size_mm: float, name: str, keep_surface: bool):
     """TetGen on closed, disjoint surfaces (the outer one first): radius-edge 1.5, dihedral 10 deg, sliver
     optimisation up to 160 deg, tets of at most ``size_mm``^3 / 6; ``keep_surface``: no Steiner points on the
     surfaces (TetGen's -Y); ``regions``: (label, point inside) per region, each tet tagged by its region.
-    TetGen runs in a child process, so that a crash inside it (it segfaults on some inputs) is a
-    ``MeshError`` here, not the end of the run. Positive tets; (points, tets, labels or None)."""
+    TetGen runs in a child process (fork on Linux, spawn elsewhere) in a temporary folder removed afterwards,
+    so that a crash (it segfaults on some inputs) or a run past TETGEN_TIMEOUT_S is a ``MeshError`` here,
+    not the end of the run. Positive tets; (points, tets, labels or None)."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    import shutil
+    import sys
+    import tempfile
 
     options = dict(quality=True, minratio=1.5, mindihedral=MIN_DIHEDRAL_DEG, optmaxdihedral=160.0,
                    maxvolume=size_mm ** 3 / 6.0, steinerleft=-1, nobisect=keep_surface)
     offsets = np.cumsum([0] + [s.n_points for s in surfaces])
     points = np.vstack([np.asarray(s.points, np.float64) for s in surfaces])
     faces = np.vstack([s.faces.reshape(-1, 4)[:, 1:] + o for s, o in zip(surfaces, offsets)]).astype(np.int32)
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    receive, send = context.Pipe(duplex=False)
+    work = tempfile.mkdtemp(prefix="surgtwin-tetgen-")
+    child = context.Process(target=_child, args=(send, work, points, faces, list(regions), options), daemon=True)
     try:
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            points, tets, labels = pool.submit(_run_tetgen, points, faces, list(regions), options).result()
-    except Exception as exc:  # the wrapper's RuntimeError, a crashed child: one line for the fallback reason
-        why = (str(exc).splitlines() or [""])[0] or type(exc).__name__
-        raise MeshError(f"tetgen failed on '{name}': {why}") from None
+        child.start()
+        send.close()
+        if not receive.poll(TETGEN_TIMEOUT_S):
+            raise MeshError(f"tetgen failed on '{name}': no result in {TETGEN_TIMEOUT_S:g} s")
+        try:
+            status, result = receive.recv()
+        except EOFError:                      # the child died without a word: a crash inside TetGen
+            child.join()
+            raise MeshError(f"tetgen failed on '{name}': it crashed (exit code {child.exitcode})") from None
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        receive.close()
+        shutil.rmtree(work, ignore_errors=True)
+    if status != "ok":
+        raise MeshError(f"tetgen failed on '{name}': {result}")
+    points, tets, labels = result
     if len(tets) == 0:
         raise MeshError(f"tetgen gave no tetrahedra for '{name}'")
     flip = signed_volumes(points, tets) < 0
@@ -452,9 +476,9 @@ def tetgen_volume_mesh(labels: LabelMap, structures, cfg, size_mm: float):
         return None, "mesh.refine_near needs the grid mesher"
     try:
         points, tets, tags = mesh_tetgen(labels, structures, size_mm=size_mm, surface_smoothing=cfg.surface_smoothing)
-    except MeshError as exc:
-        return None, str(exc)
-    mesh = TetMesh.from_arrays(points, tets, tags, labels.table)
+        mesh = TetMesh.from_arrays(points, tets, tags, labels.table)
+    except (MeshError, ValueError, IndexError, RuntimeError) as exc:   # any failure on this path: fall back
+        return None, (str(exc).splitlines() or [""])[0] or type(exc).__name__
     failure = quality_failure(mesh, labels)
     if failure is not None:
         return None, f"tetgen mesh of '{structures[0]}': {failure}"

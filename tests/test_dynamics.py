@@ -144,6 +144,19 @@ def test_explicit_fused_graph_and_threads_match_plain_reference(device, threads)
     assert len(solver._graphs) == (2 if solver.use_graph else 0)       # counts 7 and 6: one graph each
 
 
+def test_explicit_threads_beyond_the_element_count(device):
+    """More threads than elements: the split is clamped to one element per thread (no empty part) and the
+    trajectory equals the one-thread one."""
+    pts, tets = box_mesh((1, 1, 1), (0.01, 0.01, 0.01))
+    model = ModelSpec(pts, tets, 1, E_PA, NU, RHO, pts[:, 2] < 1e-12, 0.0, gravity=(0.0, 0.0, -9.81)).finalize(device)
+    many, one = ExplicitSolver(model, threads=len(tets) + 5), ExplicitSolver(model)
+    assert many.threads == (len(tets) if device == "cpu" else 1)
+    a, b = model.state(), model.state()
+    many.step(a, a, None, 20 * one.dt)
+    one.step(b, b, None, 20 * one.dt)
+    assert np.abs(a.positions() - b.positions()).max() <= 1e-12 * np.abs(b.positions() - pts).max()
+
+
 def test_backward_euler_dissipates_monotonically(device):
     model = block_model(device)
     x_eq = static_equilibrium(model)

@@ -85,7 +85,7 @@ def _crash(*args):
     os._exit(139)   # the child dies at once, as when TetGen segfaults
 
 
-def test_a_crash_inside_tetgen_is_a_mesh_error(monkeypatch):
+def test_a_crash_inside_tetgen_is_a_mesh_error(monkeypatch, tmp_path):
     import multiprocessing
 
     import pyvista as pv
@@ -95,8 +95,10 @@ def test_a_crash_inside_tetgen_is_a_mesh_error(monkeypatch):
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("the patched child needs the fork start method")
     monkeypatch.setattr(tgm, "_run_tetgen", _crash)
-    with pytest.raises(MeshError, match="tetgen failed on 'kidney_right': A process in the process pool"):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    with pytest.raises(MeshError, match=r"tetgen failed on 'kidney_right': it crashed \(exit code 139\)"):
         tgm._tetrahedralize([pv.Cube().triangulate()], [], 6.0, "kidney_right", True)
+    assert list(tmp_path.iterdir()) == []          # the child's working folder is removed after a crash
 
 
 def test_joint_and_refined_meshes_use_the_grid_mesher(phantom, monkeypatch):

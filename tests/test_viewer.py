@@ -219,7 +219,9 @@ def test_recording_and_movie_roundtrip(run_dir, tmp_path):
     # von Mises stress: the post-op frame's from the run's risk.vtu (remnant only), kept by the NPZ
     post = s.recording[2].stress_pa
     assert post is not None and post.max() > 0 and np.all(post[~s.recording[2].alive] == 0)
-    assert np.allclose(back[2].stress_pa, post, rtol=1e-5) and back[1].stress_pa is None   # pre-op: computed on demand
+    assert np.allclose(back[2].stress_pa, post, rtol=1e-5)
+    pre = s.recording[1].stress_pa                   # pre-op: computed when the run is opened, saved with it
+    assert pre is not None and pre.max() > 0 and np.allclose(back[1].stress_pa, pre, rtol=1e-5)
     frames = [np.full((33, 41, 3), v, np.uint8) for v in (0, 128, 255)]
     gif = write_movie(tmp_path / "m.gif", frames, fps=5)
     import imageio.v2 as imageio

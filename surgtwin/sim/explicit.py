@@ -129,8 +129,9 @@ class ExplicitSolver:
         self.damping = float(damping)
         self.max_cutbacks = int(max_cutbacks)
         elastic, loads = self.terms[0], next(t for t in self.terms if isinstance(t, NodeLoads))
-        split = int(threads) > 1 and model.device.is_cpu and type(elastic) is Elasticity
-        self.threads = int(threads) if split else 1
+        threads = min(int(threads), len(spec.tets))           # never an empty part
+        split = threads > 1 and model.device.is_cpu and type(elastic) is Elasticity
+        self.threads = threads if split else 1
         self.use_graph = bool(use_graph) and self.threads == 1
         self._x, self._v = (wp.zeros(n, dtype=wp.vec3d, device=d) for _ in range(2))
         self._f = wp.zeros((self.threads, n), dtype=wp.vec3d, device=d)     # one force buffer per thread

@@ -184,6 +184,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return True
 
     def stop(self):
+        self._drag_waiting = False          # Esc also cancels a tool move waiting for the solver
         if self.busy:
             self.thread.stop()
 
@@ -200,6 +201,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_failed(self, msg):
         self.statusBar().showMessage(f"error: {msg}")
+        self._drag_waiting = False          # no automatic re-run after a failure; the move stays pending
         self._finish()
 
     def _finish(self):

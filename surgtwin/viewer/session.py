@@ -171,15 +171,13 @@ class RehearsalSession:
 
     def stress_of(self, frame: Frame) -> np.ndarray | None:
         """Von Mises stress [Pa] per element of ``frame``: recorded with it, or computed now (and kept
-        with the frame) for a state on the mesh as opened (a run's pre-op state); None otherwise."""
+        with the frame, never with the session's state, which the worker owns) for a state on the mesh as
+        opened (e.g. a recording saved without stress); None otherwise."""
         if frame.stress_pa is None and frame.topology is not None and frame.topology.mesh is self._mesh0:
             from ..risk import element_diagnostics
 
             frame.stress_pa, _ = element_diagnostics(self.model_spec().with_alive(frame.alive), frame.positions_mm,
                                                      self.cfg.solver.device)
-            if self.stress_pa is None and frame.topology is self.topology and np.array_equal(frame.positions_mm,
-                                                                                             self.positions_mm):
-                self.stress_pa = frame.stress_pa.copy()      # the current state's: later frames carry it
         return frame.stress_pa
 
     # -- the plan --

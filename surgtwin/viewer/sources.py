@@ -118,7 +118,10 @@ def _load_run_state(session, folder: Path):
         rest = x - np.asarray(g.point_data["displacement_mm"], float) if "displacement_mm" in g.point_data else None
         if g.n_points >= n and rest is not None and np.allclose(rest[:n], session.rest_mm, atol=1e-6):
             strain = np.asarray(g.cell_data["max_principal_strain"], float) if g.n_cells == m else None
-            session.set_start(x[:n], strain, "pre-op (run)")      # its stress: computed when first shown
+            from ..risk import element_diagnostics
+
+            stress, _ = element_diagnostics(session.model_spec(), x[:n], session.cfg.solver.device)
+            session.set_start(x[:n], strain, "pre-op (run)", stress_pa=stress)   # before any worker runs
             session.equilibrated = True
             post = folder / "sim" / "postop.vtu"
             if post.is_file():
