@@ -14,14 +14,7 @@ from surgtwin.sim import (Attachments, Capsule, Control, ModelSpec, Plane, Quasi
 from surgtwin.sim.blocks import box_mesh
 from surgtwin.sim.loads import Rollers
 
-DEVICES = [pytest.param(d.alias, marks=pytest.mark.gpu, id=f"gpu-{d.alias}") for d in wp.get_cuda_devices()]
-DEVICES.append(pytest.param("cpu", id="cpu"))
 E_PA, NU, RHO = 5000.0, 0.45, 1000.0
-
-
-@pytest.fixture(params=DEVICES)
-def device(request):
-    return request.param
 
 
 def cube_mesh_tool(half: float) -> TriangleMeshTool:

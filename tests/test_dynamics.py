@@ -12,14 +12,7 @@ from surgtwin.sim import (Control, ExplicitSolver, ImplicitEulerSolver, ModelSpe
                           StaticSolver, element_health, element_time_steps, lame_parameters, stable_time_step)
 from surgtwin.sim.blocks import box_mesh
 
-DEVICES = [pytest.param(d.alias, marks=pytest.mark.gpu, id=f"gpu-{d.alias}") for d in wp.get_cuda_devices()]
-DEVICES.append(pytest.param("cpu", id="cpu"))
 E_PA, NU, RHO = 5000.0, 0.45, 1000.0
-
-
-@pytest.fixture(params=DEVICES)
-def device(request):
-    return request.param
 
 
 def block_model(device, n=(3, 3, 3), size=(0.03, 0.03, 0.03), gravity=(0.0, 0.0, -9.81), poisson=NU, fixed=None):

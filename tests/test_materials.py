@@ -14,19 +14,12 @@ from surgtwin.errors import MeshError
 from surgtwin.sim import ModelSpec, StaticSolver, elasticity_term, lame_parameters, mooney_rivlin_constants
 from surgtwin.sim.blocks import box_mesh
 
-DEVICES = [pytest.param(d.alias, marks=pytest.mark.gpu, id=f"gpu-{d.alias}") for d in wp.get_cuda_devices()]
-DEVICES.append(pytest.param("cpu", id="cpu"))
 
 E_PA, NU = 5000.0, 0.45
 MU = E_PA / (2 * (1 + NU))
 TET_X = np.array([[0.0, 0.0, 0.0], [0.010, 0.001, 0.002], [0.002, 0.012, 0.001], [0.001, 0.002, 0.011]])
 LAWS = ["stable_neo_hookean", "corotational", "mooney_rivlin", "mixed"]
 FORMS = ["standard", "anp"]
-
-
-@pytest.fixture(params=DEVICES)
-def device(request):
-    return request.param
 
 
 def warr(x, device, grad=False):

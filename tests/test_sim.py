@@ -19,8 +19,6 @@ from surgtwin.errors import MeshError, SolverError
 from surgtwin.sim import ModelSpec, StaticSolver, element_strain, lame_parameters
 from surgtwin.sim.blocks import box_mesh
 
-DEVICES = [pytest.param(d.alias, marks=pytest.mark.gpu, id=f"gpu-{d.alias}") for d in wp.get_cuda_devices()]
-DEVICES.append(pytest.param("cpu", id="cpu"))
 
 E_PA, NU, RHO = 5000.0, 0.45, 1000.0
 MU, LAMBDA = (float(v) for v in lame_parameters(E_PA, NU))
@@ -29,11 +27,6 @@ ALPHA = 1.0 + MU / LAM_S
 
 # a deliberately irregular single tetrahedron [m]
 TET_X = np.array([[0.0, 0.0, 0.0], [0.010, 0.001, 0.002], [0.002, 0.012, 0.001], [0.001, 0.002, 0.011]])
-
-
-@pytest.fixture(params=DEVICES)
-def device(request):
-    return request.param
 
 
 def make_spec(points, tets, *, youngs=E_PA, poisson=NU, density=RHO, fixed=False, spring_k=0.0,
