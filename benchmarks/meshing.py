@@ -39,7 +39,6 @@ def refinement(labels: LabelMap, size_mm: float) -> list[dict]:
                                      refine_ratio=ratio, refine_band_mm=10.0)
         seconds = time.perf_counter() - t
         q = tet_quality(mesh.points, mesh.tets)
-        label_ml, mesh_ml = labels.volumes_ml(), mesh.volumes_ml()
         dist = dihedral_distribution(mesh.points, mesh.tets)["min_per_element_percentiles_deg"]
         rows.append({"refine_near": near, "refine_ratio": ratio, "tets": int(len(mesh.tets)),
                      "nodes": int(len(mesh.points)), "seconds": seconds,
@@ -47,7 +46,7 @@ def refinement(labels: LabelMap, size_mm: float) -> list[dict]:
                      "min_dihedral_deg": float(q["min_dihedral_deg"].min()),
                      "min_dihedral_percentiles_deg": {k: dist[k] for k in ("p1", "p5", "p50")},
                      "explicit_dt_liver_s": explicit_time_step(mesh.points, mesh.tets, tissue_library()["liver"])["stable_dt_s"],
-                     "volume_error_percent": {n: 100.0 * (mesh_ml[n] - label_ml[n]) / label_ml[n] for n in mesh_ml}})
+                     "volume_error_percent": mesh.volume_errors_percent(labels)})
     return rows
 
 
@@ -62,11 +61,10 @@ def joint(case: str, labels: LabelMap, organs, size_mm: float) -> dict:
     order = np.argsort(inv, kind="stable")
     pair = inv[order][1:] == inv[order][:-1]
     differ = mesh.labels[owner[order][:-1][pair]] != mesh.labels[owner[order][1:][pair]]
-    label_ml, mesh_ml = labels.volumes_ml(), mesh.volumes_ml()
     return {"case": case, "organs": list(organs), "tets": int(len(mesh.tets)), "seconds": seconds,
             "interface_faces": int(differ.sum()), "inverted": int((mesh.tet_volumes_mm3() <= 0).sum()),
             "min_dihedral_deg": float(tet_quality(mesh.points, mesh.tets)["min_dihedral_deg"].min()),
-            "volume_error_percent": {n: 100.0 * (mesh_ml[n] - label_ml[n]) / label_ml[n] for n in mesh_ml}}
+            "volume_error_percent": mesh.volume_errors_percent(labels)}
 
 
 def measure(case: str, labels: LabelMap, name: str, size_mm: float) -> dict:
@@ -147,11 +145,9 @@ def tetgen_rows(cases: dict) -> list[dict]:
         row = {"case": "phantom", "structures": list(names), "seconds": time.perf_counter() - t,
                "fallback_reason": reason}
         if mesh is not None:
-            label_ml = labels.volumes_ml()
             row.update(tets=int(len(mesh.tets)), inverted=int((mesh.tet_volumes_mm3() <= 0).sum()),
                        min_dihedral_deg=float(tet_quality(mesh.points, mesh.tets)["min_dihedral_deg"].min()),
-                       volume_error_percent={n: 100.0 * (v - label_ml[n]) / label_ml[n]
-                                             for n, v in mesh.volumes_ml().items()})
+                       volume_error_percent=mesh.volume_errors_percent(labels))
             errs = ", ".join(f"{n} {v:+.2f} %" for n, v in row["volume_error_percent"].items())
             print(f"{'+'.join(names):<58} {row['tets']:>7} tets, {row['seconds']:.2f} s, min dih "
                   f"{row['min_dihedral_deg']:.1f}, {row['inverted']} inverted; {errs}")

@@ -320,6 +320,11 @@ class TetMesh:
         vol = np.abs(self.tet_volumes_mm3())
         return {self.table.name_of(l): float(vol[self.labels == l].sum() / 1000.0) for l in np.unique(self.labels)}
 
+    def volume_errors_percent(self, labels: LabelMap) -> dict[str, float]:
+        """Per region: 100 (mesh volume - label volume) / label volume, against the label map ``labels``."""
+        label_ml = labels.volumes_ml()
+        return {name: 100.0 * (ml - label_ml[name]) / label_ml[name] for name, ml in self.volumes_ml().items()}
+
     def boundary_faces(self, mask: np.ndarray | None = None) -> np.ndarray:
         """Triangles (k, 3) on the boundary of the selected tets (faces used by exactly one of them)."""
         return boundary_faces(self.tets if mask is None else self.tets[mask])

@@ -23,7 +23,7 @@ import SimpleITK as sitk
 
 from .errors import MeshError
 from .meshquality import dihedral_angles
-from .sim.blocks import signed_volumes
+from .sim.blocks import orient_positive, signed_volumes
 from .volume import LabelMap
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,13 @@ def _ring(tets, ring_ids, a, b):
     return order if order[0] in nxt[order[-1]] else None
 
 
+def _consistent(points, cand):
+    """Candidate tets, all positive (flipped together when all negative), or None when their orientations
+    differ or one is flat (the re-triangulation would fold)."""
+    cand, vol = orient_positive(points, cand)
+    return cand if (vol > 0).all() or (vol < 0).all() else None
+
+
 def _remove_edge(points, tets, ring_ids, a, b, old_quality):
     """Edge removal: the ``ring_ids`` tets around interior edge (a, b) replaced by the best fan triangulation
     of their ring polygon joined to a and to b; returns the new (positive) tets, or None if none is better."""
@@ -188,12 +195,10 @@ def _remove_edge(points, tets, ring_ids, a, b, old_quality):
     best, best_q = None, old_quality
     for apex in range(n):
         tri = np.array([[ring[apex], ring[(apex + k) % n], ring[(apex + k + 1) % n]] for k in range(1, n - 1)])
-        cand = np.vstack([np.c_[np.full(len(tri), a), tri], np.c_[np.full(len(tri), b), tri[:, ::-1]]])
-        vol = signed_volumes(points, cand)
-        if not ((vol > 0).all() or (vol < 0).all()):
+        cand = _consistent(points, np.vstack([np.c_[np.full(len(tri), a), tri],
+                                              np.c_[np.full(len(tri), b), tri[:, ::-1]]]))
+        if cand is None:
             continue
-        if vol[0] < 0:
-            cand = cand[:, [0, 2, 1, 3]]
         q = float(dihedral_angles(points, cand).min())
         if q > best_q:
             best, best_q = cand, q
@@ -208,13 +213,8 @@ def _remove_face(points, tets, t, u, old_quality):
     if len(d) != 1 or len(e) != 1:
         return None
     x, y, z = [w for w in tets[t] if w != d[0]]
-    cand = np.array([[d[0], e[0], x, y], [d[0], e[0], y, z], [d[0], e[0], z, x]])
-    vol = signed_volumes(points, cand)
-    if not ((vol > 0).all() or (vol < 0).all()):
-        return None
-    if vol[0] < 0:
-        cand = cand[:, [0, 2, 1, 3]]
-    return cand if float(dihedral_angles(points, cand).min()) > old_quality else None
+    cand = _consistent(points, np.array([[d[0], e[0], x, y], [d[0], e[0], y, z], [d[0], e[0], z, x]]))
+    return cand if cand is not None and float(dihedral_angles(points, cand).min()) > old_quality else None
 
 
 def _flip(points, tets, labels, quality, min_deg):
@@ -350,9 +350,7 @@ def _tetrahedralize(surfaces, regions, size_mm: float, name: str, keep_surface: 
     points, tets, labels = result
     if len(tets) == 0:
         raise MeshError(f"tetgen gave no tetrahedra for '{name}'")
-    flip = signed_volumes(points, tets) < 0
-    tets[flip] = tets[flip][:, [0, 2, 1, 3]]
-    return points, tets, labels
+    return points, orient_positive(points, tets)[0], labels
 
 
 def _inside_point(labelmap: LabelMap, mask: sitk.Image) -> list:
@@ -453,9 +451,7 @@ def quality_failure(mesh, labels: LabelMap) -> str | None:
     worst = float(dihedral_angles(mesh.points, mesh.tets).min())
     if worst < MIN_DIHEDRAL_DEG:
         return f"min dihedral angle {worst:.2f} deg < {MIN_DIHEDRAL_DEG:g}"
-    label_ml = labels.volumes_ml()
-    for name, ml in mesh.volumes_ml().items():
-        error = 100.0 * (ml - label_ml[name]) / label_ml[name]
+    for name, error in mesh.volume_errors_percent(labels).items():
         if abs(error) > MAX_VOLUME_ERROR_PERCENT:
             return f"'{name}' volume {error:+.2f} % off the label map"
     return None

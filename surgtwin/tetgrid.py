@@ -226,17 +226,16 @@ def volume_mesh(labels: LabelMap, structures, cfg, size_mm: float):
     from .tetgenmesh import tetgen_volume_mesh
 
     asked = check_mesher(getattr(cfg, "mesher", "auto"))
-    reason = None
+    mesh = reason = None
     if asked == "tetgen":
         mesh, reason = tetgen_volume_mesh(labels, structures, cfg, size_mm)
-        if mesh is not None:
-            mesh.grid.field_data["mesher_requested"] = np.array([asked])
-            return mesh
-        log.warning("mesh.mesher=tetgen: %s; using the grid mesher", reason)
-    mesh = TetMesh.from_labelmap(labels, structures, size_mm=size_mm, organ=None if cfg.joint else cfg.organ,
-                                 snap=cfg.snap_boundary, refine_near=list(cfg.refine_near),
-                                 refine_ratio=int(cfg.refine_ratio), refine_band_mm=float(cfg.refine_band_mm))
+        if mesh is None:
+            log.warning("mesh.mesher=tetgen: %s; using the grid mesher", reason)
+    if mesh is None:
+        mesh = TetMesh.from_labelmap(labels, structures, size_mm=size_mm, organ=None if cfg.joint else cfg.organ,
+                                     snap=cfg.snap_boundary, refine_near=list(cfg.refine_near),
+                                     refine_ratio=int(cfg.refine_ratio), refine_band_mm=float(cfg.refine_band_mm))
+        if reason is not None:
+            mesh.grid.field_data["fallback_reason"] = np.array([reason])
     mesh.grid.field_data["mesher_requested"] = np.array([asked])
-    if reason is not None:
-        mesh.grid.field_data["fallback_reason"] = np.array([reason])
     return mesh

@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 import warp as wp
 
-from surgtwin.sim import (Control, ExplicitSolver, ImplicitEulerSolver, ModelSpec, QuasiStaticSolver, Sphere,
-                          StaticSolver, ToolContact)
+from surgtwin.sim import (Control, ExplicitSolver, ImplicitEulerSolver, QuasiStaticSolver, Sphere, StaticSolver,
+                          ToolContact)
 from surgtwin.sim.blocks import box_mesh
 from surgtwin.sim.diagnostics import element_stress
-from surgtwin.verify import VerifyResult, _compare
+from surgtwin.verify import VerifyResult, _build, _compare
 
 TOLERANCE = 1e-5
 E_PA, NU, RHO = 5000.0, 0.48, 1000.0
@@ -25,9 +25,9 @@ E_PA, NU, RHO = 5000.0, 0.48, 1000.0
 
 def _block(device, *, volumetric="anp", law=0):
     pts, tets = box_mesh((6, 4, 4), (0.06, 0.04, 0.04))
-    spec = ModelSpec(pts, tets, 1, E_PA, NU, RHO, pts[:, 0] < 1e-12, 0.0, gravity=np.array([0.0, 0.0, -9.81]),
-                     law=law, volumetric=volumetric)
-    return spec.finalize(device), pts
+    model, _ = _build(pts, tets, device, youngs=E_PA, poisson=NU, density=RHO, fixed=pts[:, 0] < 1e-12,
+                      gravity=(0.0, 0.0, -9.81), law=law, volumetric=volumetric)
+    return model, pts
 
 
 def _static(device):
@@ -87,5 +87,6 @@ def device_agreement(device: str = "cuda", reference: str = "cpu") -> list[Verif
         b, ok_b, _ = case(reference)
         scale = float(np.abs(b).max())
         out.append(_compare(f"{device}_vs_{reference}_{name}", "max |a - a_ref| / max |a_ref|",
-                            float(np.abs(a - b).max()), 0.0, TOLERANCE, scale=scale, note=f"{note}; max|a_ref| = {scale:.3g}", valid=ok_a and ok_b))
+                            float(np.abs(a - b).max()), 0.0, TOLERANCE, scale=scale,
+                            note=f"{note}; max|a_ref| = {scale:.3g}", valid=ok_a and ok_b))
     return out
