@@ -17,59 +17,21 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 import traceback
 from pathlib import Path
 
 import numpy as np
 
-from surgtwin.cutting import apply_incision, apply_resection, total_volume
-from surgtwin.sim import ModelSpec
-from surgtwin.sim.blocks import box_mesh, signed_volumes
-from surgtwin.tetsplit import non_manifold_edges, split_table
+from surgtwin.cutting import apply_incision, apply_resection, cut_defect, total_volume
+from surgtwin.tetsplit import split_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_cutting import block_spec as block, random_cut  # noqa: E402  (the tests' random cuts and blocks)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MM = 1e-3
-
-
-def block(n, size_mm, jitter, rng) -> ModelSpec:
-    n = np.asarray(n)
-    pts, tets = box_mesh(n, tuple(n * size_mm * MM))
-    if jitter:
-        inner = np.all((pts > 1e-9) & (pts < n * size_mm * MM - 1e-9), axis=1)
-        pts[inner] += rng.uniform(-jitter, jitter, (inner.sum(), 3)) * size_mm * MM
-    return ModelSpec(pts, tets, 1, 5e3, 0.45, 1000.0, False, 1.0)
-
-
-def random_cut(spec, x, rng):
-    ext = spec.points.max(0) / MM
-    if rng.random() < 0.6:
-        k = int(rng.integers(2, 5))
-        path = np.c_[rng.uniform(-3, ext[0] + 3, k), rng.uniform(-3, ext[1] + 3, k), np.full(k, ext[2])]
-        d = np.array([0, 0, -1.0]) + rng.normal(0, 0.3, 3)
-        return apply_incision(spec, x, path, rng.uniform(2, ext[2]), direction=d)
-    c = rng.uniform(0, 1, 3) * ext
-    if rng.random() < 0.5:
-        phi = np.linalg.norm(spec.points / MM - c, axis=1) - rng.uniform(3, 30)
-    else:
-        phi = (spec.points / MM - c) @ rng.normal(size=3)
-    return apply_resection(spec, x, phi)
-
-
-def check(before, ch, v0) -> str | None:
-    s = ch.spec
-    vol = signed_volumes(s.points, s.tets)
-    if not (np.isfinite(s.points).all() and np.isfinite(ch.positions).all()):
-        return "non-finite position"
-    if vol.min() <= 0:
-        return "inverted element"
-    if (vol / signed_volumes(before.points, before.tets)[ch.parent]).min() < 1e-3:
-        return "sliver element"
-    if abs(total_volume(s) - v0) > 1e-12 * v0:
-        return "volume bookkeeping"
-    if s.alive.any() and len(non_manifold_edges(s.tets[s.alive], len(s.points))):
-        return "non-manifold boundary"
-    return None
 
 
 def robustness(cuts: int, seed: int) -> dict:
@@ -84,7 +46,7 @@ def robustness(cuts: int, seed: int) -> dict:
         for _ in range(int(rng.integers(1, 4))):
             try:
                 ch = random_cut(spec, x, rng)
-                why = check(spec, ch, v0)
+                why = cut_defect(spec, ch, v0)
             except Exception as exc:  # a crash is a failure, recorded with its cause
                 ch, why = None, f"exception: {exc!r} {traceback.format_exc(limit=2).splitlines()[-1]}"
             done += 1

@@ -297,3 +297,22 @@ def live_volume(spec: ModelSpec) -> float:
 def total_volume(spec: ModelSpec) -> float:
     """Volume [m^3] of live and dead elements together (unchanged by any cut)."""
     return float(signed_volumes(spec.points, spec.tets).sum())
+
+
+def cut_defect(before: ModelSpec, change, v0: float) -> str | None:
+    """Why a cut (``change``, from ``before``) broke the mesh, or None: a non-finite position, an inverted
+    or flat element, a sliver (< 1e-3 of its parent's volume), the total volume changed by more than 1e-12
+    relative to ``v0``, or a live boundary edge not shared by exactly two boundary faces."""
+    s = change.spec
+    vol = signed_volumes(s.points, s.tets)
+    if not (np.isfinite(s.points).all() and np.isfinite(change.positions).all()):
+        return "non-finite position"
+    if vol.min() <= 0:
+        return "inverted element"
+    if (vol / signed_volumes(before.points, before.tets)[change.parent]).min() <= 1e-3:
+        return "sliver element"
+    if abs(total_volume(s) - v0) > 1e-12 * v0:
+        return "volume bookkeeping"
+    if s.alive.any() and len(non_manifold_edges(s.tets[s.alive], len(s.points))):
+        return "non-manifold boundary"
+    return None
