@@ -13,6 +13,7 @@ from surgtwin.sim import (Attachments, Capsule, Control, ModelSpec, Plane, Quasi
                           StaticSolver, SurfacePressure, ToolContact, TriangleMeshTool, boundary_faces)
 from surgtwin.sim.blocks import box_mesh
 from surgtwin.sim.loads import Rollers
+from termeval import term_diag, term_energy, term_forces, term_hv, warr
 
 E_PA, NU, RHO = 5000.0, 0.45, 1000.0
 
@@ -42,34 +43,6 @@ def block(device, n=(3, 3, 3), size=(0.03, 0.03, 0.03), fixed=None, gravity=(0, 
     pts, tets = box_mesh(n, size)
     fixed = pts[:, 2] < 1e-12 if fixed is None else fixed(pts)
     return ModelSpec(pts, tets, 1, E_PA, poisson, RHO, fixed, 0.0, gravity=gravity).finalize(device)
-
-
-def warr(x, device):
-    return wp.array(np.asarray(x, np.float64), dtype=wp.vec3d, device=device)
-
-
-def term_energy(term, x, device):
-    e = wp.zeros(1, dtype=wp.float64, device=device)
-    term.add_energy(warr(x, device), e)
-    return float(e.numpy()[0])
-
-
-def term_forces(term, x, device):
-    f = wp.zeros(len(x), dtype=wp.vec3d, device=device)
-    term.add_forces(warr(x, device), f)
-    return f.numpy().copy()
-
-
-def term_hv(term, x, v, device):
-    out = wp.zeros(len(x), dtype=wp.vec3d, device=device)
-    term.add_hessian_product(warr(x, device), warr(v, device), out)
-    return out.numpy().copy()
-
-
-def term_diag(term, x, device):
-    out = wp.zeros(len(x), dtype=wp.vec3d, device=device)
-    term.add_diagonal(warr(x, device), out)
-    return out.numpy().copy()
 
 
 # the tools of the tests: (shape, position, rotation, exact signed distance in numpy)

@@ -13,6 +13,10 @@ from surgtwin import verify
 from surgtwin.errors import MeshError
 from surgtwin.sim import ModelSpec, StaticSolver, elasticity_term, lame_parameters, mooney_rivlin_constants
 from surgtwin.sim.blocks import box_mesh
+from termeval import rel, warr
+from termeval import term_energy as energy
+from termeval import term_forces as forces
+from termeval import term_hv as hessian_product
 
 
 E_PA, NU = 5000.0, 0.45
@@ -20,10 +24,6 @@ MU = E_PA / (2 * (1 + NU))
 TET_X = np.array([[0.0, 0.0, 0.0], [0.010, 0.001, 0.002], [0.002, 0.012, 0.001], [0.001, 0.002, 0.011]])
 LAWS = ["stable_neo_hookean", "corotational", "mooney_rivlin", "mixed"]
 FORMS = ["standard", "anp"]
-
-
-def warr(x, device, grad=False):
-    return wp.array(np.asarray(x, np.float64), dtype=wp.vec3d, device=device, requires_grad=grad)
 
 
 def case(law, device, *, mesh="block", volumetric="standard", poisson=NU, seed=0, amp=0.12):
@@ -37,28 +37,6 @@ def case(law, device, *, mesh="block", volumetric="standard", poisson=NU, seed=0
     h = np.cbrt(model.rest_volume.mean() * 6.0)
     rng = np.random.default_rng(seed)
     return model, elasticity_term(model), pts, h, pts + amp * h * rng.standard_normal(pts.shape)
-
-
-def energy(term, x, device):
-    e = wp.zeros(1, dtype=wp.float64, device=device)
-    term.add_energy(warr(x, device), e)
-    return float(e.numpy()[0])
-
-
-def forces(term, x, device):
-    f = wp.zeros(len(x), dtype=wp.vec3d, device=device)
-    term.add_forces(warr(x, device), f)
-    return f.numpy().copy()
-
-
-def hessian_product(term, x, v, device):
-    out = wp.zeros(len(x), dtype=wp.vec3d, device=device)
-    term.add_hessian_product(warr(x, device), warr(v, device), out)
-    return out.numpy().copy()
-
-
-def rel(a, b):
-    return float(np.linalg.norm(np.ravel(a) - np.ravel(b)) / np.linalg.norm(np.ravel(b)))
 
 
 @pytest.mark.parametrize("volumetric", FORMS)

@@ -18,6 +18,7 @@ from scipy.spatial.transform import Rotation
 from surgtwin.errors import MeshError, SolverError
 from surgtwin.sim import ModelSpec, StaticSolver, element_strain, lame_parameters
 from surgtwin.sim.blocks import box_mesh
+from termeval import rel, warr
 
 
 E_PA, NU, RHO = 5000.0, 0.45, 1000.0
@@ -39,10 +40,6 @@ def build(points, tets, device, **kw):
     return model, StaticSolver(model)
 
 
-def warr(x, device):
-    return wp.array(np.asarray(x, np.float64), dtype=wp.vec3d, device=device)
-
-
 def forces(solver, x, device):
     return solver.forces(warr(x, device)).numpy().copy()
 
@@ -55,10 +52,6 @@ def hessian_product(solver, x, v, device):
     out = wp.zeros(len(x), dtype=wp.vec3d, device=device)
     solver._hessian_product(warr(x, device), warr(v, device), out)
     return out.numpy().copy()
-
-
-def rel(a, b):
-    return float(np.linalg.norm(np.ravel(a) - np.ravel(b)) / np.linalg.norm(np.ravel(b)))
 
 
 def small_block():
